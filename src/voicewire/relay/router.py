@@ -64,8 +64,11 @@ class Router:
 
     def _admit(self, datagram: bytes | memoryview, client: Address, route: Route | None):
         drops = self.counters.drops
-        if not datagram or datagram[0] > 3:
-            drops[Drop.UNKNOWN_FLOW if route is None else Drop.MALFORMED] += 1
+        if not datagram:
+            drops[Drop.MALFORMED] += 1
+            return None
+        if datagram[0] > 3:  # only reached for clients without a flow
+            drops[Drop.UNKNOWN_FLOW] += 1
             return None
         try:
             ufrag = stun_peek.server_ufrag(datagram)

@@ -10,6 +10,7 @@ into them; their configuration, secrets included, goes over a pipe, never argv.
 from __future__ import annotations
 
 import json
+import os
 import logging
 import signal
 import subprocess
@@ -132,6 +133,7 @@ class RelaySupervisor:
         )
         config = {
             "slot": worker.slot,
+            "parent": os.getpid(),
             "slots": len(self._workers),
             "public_fd": fds[0],
             "internal_fd": fds[1],

@@ -13,6 +13,7 @@ descriptors and its configuration as JSON on stdin (secrets never appear in argv
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ BATCH = 64  # datagrams drained per readiness event, so neither direction starve
 PUBLISH_INTERVAL = 0.25  # seconds between counter snapshots to the supervisor
 _HEADROOM = relay_header.MAX_SIZE
 _MAX_DATAGRAM = 65535
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class Worker:
@@ -163,9 +165,21 @@ def _drain(sock: socket.socket) -> None:
         pass
 
 
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when the supervisor dies, even by SIGKILL.
+
+    An orphaned worker would keep the public port and split it with the next relay started.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl took effect
+        sys.exit(1)
+
+
 def main() -> None:
     """Entry point of a worker process: configuration on stdin, sockets as inherited fds."""
     config = json.loads(sys.stdin.read())
+    _die_with_parent(config["parent"])
     logs.configure(config["log_level"])
     slot = config["slot"]
     board = StatsBoard(config["slots"], fd=config["board_fd"])
