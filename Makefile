@@ -30,8 +30,8 @@ serve: setup $(DEV_SECRETS)
 		--metrics 127.0.0.1:9478 --secrets-file $(DEV_SECRETS)
 
 test: setup
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 bench: setup

@@ -10,8 +10,8 @@ into them; their configuration, secrets included, goes over a pipe, never argv.
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import signal
 import subprocess
 import sys
