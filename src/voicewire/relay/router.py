@@ -20,11 +20,10 @@ from __future__ import annotations
 import socket
 from typing import NamedTuple
 
-from voicewire.relay import stun_peek
 from voicewire.relay.allow_list import AllowList
 from voicewire.relay.counters import Drop, RelayCounters
 from voicewire.relay.flow_table import FlowTable
-from voicewire.wire import relay_header
+from voicewire.wire import relay_header, stun_username
 from voicewire.wire.routing_token import RoutingKeys, TokenError
 
 Address = tuple  # what recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
@@ -71,13 +70,13 @@ class Router:
             drops[Drop.UNKNOWN_FLOW] += 1
             return None
         try:
-            ufrag = stun_peek.server_ufrag(datagram)
-        except stun_peek.NotBindingRequest:
+            ufrag = stun_username.server_ufrag(datagram)
+        except stun_username.NotBindingRequest:
             if route is not None:  # other STUN on a vetted flow: the transceiver judges it
                 return route
             drops[Drop.NOT_STUN] += 1
             return None
-        except stun_peek.MalformedStun:
+        except stun_username.MalformedStun:
             drops[Drop.MALFORMED] += 1
             return None
         if route is not None and route.ufrag == ufrag:

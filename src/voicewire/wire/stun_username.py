@@ -1,9 +1,10 @@
 """Read the server ufrag out of a STUN binding request, and nothing else.
 
 The relay routes a new flow on one field of one packet type (DESIGN §4): it needs the part of
-USERNAME before the colon (RFC 8445 §7.2.2), which is the routing token. It cannot check
-MESSAGE-INTEGRITY (it holds no ICE passwords) and does not try: the transceiver authenticates
-every check. So this parser is deliberately minimal, allocation-light, and strict about framing.
+USERNAME before the colon (RFC 8445 §7.2.2), which is the routing token. The transceiver uses the
+same field to find the session a check from a new address belongs to. Neither checks
+MESSAGE-INTEGRITY here (the relay holds no ICE passwords; the session's ICE engine authenticates
+every check), so this parser is deliberately minimal, allocation-light, and strict about framing.
 """
 
 from __future__ import annotations
