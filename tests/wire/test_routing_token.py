@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,7 +26,8 @@ def test_issue_then_verify_round_trips(host, port, cluster, nonce):
     assert len(ufrag) <= 64
     assert all(c.isascii() and (c.isalnum() or c in "+/") for c in ufrag)  # RFC 8839 ice-char
     token = KEYS.verify(ufrag)
-    assert token.transceiver == (host, port)
+    assert ipaddress.ip_address(token.transceiver[0]) == ipaddress.ip_address(host)
+    assert token.transceiver[1] == port
     assert token.cluster_id == cluster
     assert token.nonce == nonce
     assert token.key_id == 1
