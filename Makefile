@@ -1,14 +1,18 @@
 # Two commands do everything on a fresh machine:
-#   make serve   set up, then run voicewire (today: the relay)
+#   make serve   set up, then run voicewire on this machine and print the URL to open
 #   make test    set up what the tests need, then run every test (what CI runs)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-DEV_SECRETS := .voicewire/routing-secrets
+# Debian packages: libopus for the codec at run time; Chromium, espeak-ng and sox for the tests
+# (a real browser, and speech fixtures made offline).
+RUNTIME_PACKAGES := libopus0
+TEST_PACKAGES := $(RUNTIME_PACKAGES) chromium espeak-ng sox
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup serve test lint bench clean
+.PHONY: setup serve test bench clean runtime-packages test-packages
 
 setup: $(STAMP)
 
@@ -19,17 +23,26 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-$(DEV_SECRETS):
-	mkdir -p $(dir $@)
-	umask 077 && $(PY) -c "import secrets; print('1:' + secrets.token_hex(32))" > $@
-	@echo "made a development routing secret in $@"
+runtime-packages:
+	@$(call debian,$(RUNTIME_PACKAGES))
 
-serve: setup $(DEV_SECRETS)
-	@echo "voicewire relay: UDP 127.0.0.1:3478, metrics at http://127.0.0.1:9478/metrics (Ctrl-C stops)"
-	$(VENV)/bin/voicewire relay --listen 127.0.0.1:3478 --internal 127.0.0.1:3479 \
-		--metrics 127.0.0.1:9478 --secrets-file $(DEV_SECRETS)
+test-packages:
+	@$(call debian,$(TEST_PACKAGES))
 
-test: setup
+# Install the Debian packages in $(1) that are missing (apt-get only when something is).
+define debian
+missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+if [ -n "$$missing" ]; then \
+	echo "installing Debian packages:" $$missing; \
+	$(SUDO) apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+fi
+endef
+
+serve: setup runtime-packages
+	$(VENV)/bin/voicewire serve
+
+test: setup test-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from voicewire import __version__
+from voicewire import __version__, serve
 from voicewire.flags import Parser
 from voicewire.relay import command as relay_command
 
@@ -23,6 +23,14 @@ def build_parser() -> Parser:
     )
     relay_command.add_arguments(relay)
     relay.set_defaults(run=relay_command.run)
+    embedded = services.add_parser(
+        "serve",
+        help="everything on one machine: gateway, relay, transceiver and an agent",
+        description="Run the gateway, a relay, a transceiver and an agent in one command, with "
+        "the demo page at the printed URL (DESIGN §8, the embedded default).",
+    )
+    serve.add_arguments(embedded)
+    embedded.set_defaults(run=serve.run)
     return parser
 
 

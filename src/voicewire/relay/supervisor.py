@@ -100,10 +100,15 @@ class RelaySupervisor:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self) -> None:
-        """Start the workers and keep them running until ``stop()`` (or SIGTERM/SIGINT)."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self._stop.set())
+    def run(self, install_signals: bool = True) -> None:
+        """Start the workers and keep them running until ``stop()`` (or SIGTERM/SIGINT).
+
+        Embedded in another service (``voicewire serve``) it runs on a thread and leaves signals
+        to its host, which calls ``stop()``.
+        """
+        if install_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: self._stop.set())
         for worker in self._workers:
             self._spawn(worker)
         if self._ops is not None:

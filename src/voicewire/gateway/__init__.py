@@ -1,0 +1,1 @@
+"""HTTP signaling: SDP offers in, answers naming the relay out (DESIGN §6)."""

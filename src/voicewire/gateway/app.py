@@ -1,0 +1,154 @@
+"""The gateway's HTTP surface: OpenAI Realtime calls, WHIP, the demo page, health and metrics.
+
+``POST /v1/realtime/calls`` follows OpenAI's WebRTC convention: the offer as ``application/sdp``,
+or as ``multipart/form-data`` with fields ``sdp`` and ``session`` (JSON). ``POST /whip`` is the
+same session through WHIP (RFC 9725). Both answer ``201`` with the SDP answer and a ``Location``
+whose ``DELETE`` hangs up. Errors are JSON with the right status (``errors.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from voicewire.gateway.errors import ApiError, json_errors
+from voicewire.gateway.signaling import Signaling
+
+MAX_OFFER_BYTES = 64 * 1024
+STATIC = Path(__file__).with_name("static")
+_CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Expose-Headers": "Location",
+}
+
+SIGNALING = web.AppKey("signaling", Signaling)
+READY = web.AppKey("ready", Callable[[], bool])
+REGISTRIES = web.AppKey("registries", list[CollectorRegistry])
+
+
+def create_app(
+    signaling: Signaling, ready: Callable[[], bool], registries: list[CollectorRegistry]
+) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_OFFER_BYTES + 4096)
+    app[SIGNALING] = signaling
+    app[READY] = ready
+    app[REGISTRIES] = registries
+    app.router.add_post("/v1/realtime/calls", post_call)
+    app.router.add_delete("/v1/realtime/calls/{call_id}", delete_call)
+    app.router.add_post("/whip", post_call)
+    app.router.add_delete("/whip/{call_id}", delete_call)
+    app.router.add_patch("/whip/{call_id}", patch_whip)
+    for path in ("/v1/realtime/calls", "/v1/realtime/calls/{call_id}", "/whip", "/whip/{call_id}"):
+        app.router.add_route("OPTIONS", path, preflight)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def post_call(request: web.Request) -> web.Response:
+    offer, session = await _read_offer(request)
+    call_id, answer = request.app[SIGNALING].answer(offer, session)
+    base = "/whip" if request.path.startswith("/whip") else "/v1/realtime/calls"
+    return web.Response(
+        status=201,
+        text=answer,
+        content_type="application/sdp",
+        headers={"Location": f"{base}/{call_id}", **_CORS},
+    )
+
+
+async def delete_call(request: web.Request) -> web.Response:
+    if not request.app[SIGNALING].hang_up(request.match_info["call_id"]):
+        raise ApiError(404, "no such call")
+    return web.Response(status=200, headers=_CORS)
+
+
+async def patch_whip(request: web.Request) -> web.Response:
+    # RFC 9725 §4.3.1: a server without trickle ICE or ICE restarts answers PATCH with 405. We
+    # are ICE-lite with one candidate, so the client's candidates are never needed.
+    raise ApiError(405, "trickle ICE and ICE restarts are not supported; send a new offer")
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers={**_CORS, "Accept-Post": "application/sdp"})
+
+
+async def _read_offer(request: web.Request) -> tuple[str, dict[str, Any]]:
+    if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
+        raise ApiError(413, f"the offer is larger than {MAX_OFFER_BYTES} bytes")
+    if request.content_type == "application/sdp":
+        return await _text(request), {}
+    if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.post()
+        sdp, session = form.get("sdp"), form.get("session")
+        if sdp is None:
+            raise ApiError(400, "multipart form without an 'sdp' field")
+        return _field_text(sdp), _session_config(session)
+    raise ApiError(
+        415,
+        f"send the offer as application/sdp or multipart/form-data, not {request.content_type}",
+    )
+
+
+async def _text(request: web.Request) -> str:
+    body = await request.read()
+    if len(body) > MAX_OFFER_BYTES:
+        raise ApiError(413, f"the offer is larger than {MAX_OFFER_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the offer is not UTF-8 text") from None
+
+
+def _field_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    data = value.file.read(MAX_OFFER_BYTES + 1)
+    if len(data) > MAX_OFFER_BYTES:
+        raise ApiError(413, f"the offer is larger than {MAX_OFFER_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the 'sdp' field is not UTF-8 text") from None
+
+
+def _session_config(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    try:
+        config = json.loads(_field_text(value))
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"the 'session' field is not JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise ApiError(400, "the 'session' field must be a JSON object")
+    return config
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ready = request.app[READY]()
+    return web.Response(status=200 if ready else 503, text="ready\n" if ready else "not ready\n")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = b"".join(generate_latest(registry) for registry in request.app[REGISTRIES])
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response

@@ -1,0 +1,316 @@
+"""One WebRTC session, sans-IO: ICE-lite, DTLS, SRTP and the audio stream, composed.
+
+Theory of operation
+-------------------
+The contract is str0m's: make one change — ``handle_datagram``, ``handle_timer``,
+``queue_audio``, ``clear_audio`` or ``close`` — then drain ``datagrams_to_send()`` and
+``next_event()``, then re-arm a timer at ``get_timer()``. Every part is polled in a fixed order
+after each change: ICE, then DTLS, then the audio stream, so their outputs interleave the same way
+every time.
+
+Demultiplexing follows RFC 7983 §7 on the first byte: 0–3 STUN → ICE; 20–63 DTLS; 128–191
+RTP/RTCP (told apart by the packet type, RFC 5761 §4) → SRTP, then the audio stream. Anything
+else is a ``ParseError`` for the caller to count.
+
+Lifecycle (``SessionState``): ``new`` until the first authenticated ICE check, ``connecting``
+while DTLS runs, ``connected`` once DTLS is up *and* the client has nominated an address (only
+then does audio go out), ``closed`` with a ``CloseReason``. As DTLS client (``a=setup:active``,
+our default) the handshake starts the moment the first check authenticates, one round trip
+sooner than waiting for the client's ClientHello.
+
+Addresses: the session sends to the address ICE selected or, before nomination, to the first
+validated one. It reports every address ICE validates with ``AddressValidated`` so the owner can
+route non-STUN datagrams from it here; the owner must forget all of them when the session closes.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from voicewire.rtc.audio_stream import AudioParams, AudioReceived, AudioStream
+from voicewire.rtc.certificate import Certificate
+from voicewire.rtc.dtls import (
+    DtlsApplicationData,
+    DtlsClosed,
+    DtlsConnected,
+    DtlsEndpoint,
+    DtlsFailed,
+    DtlsRole,
+)
+from voicewire.rtc.errors import LocalError, ParseError
+from voicewire.rtc.ice_lite import IceAddressChanged, IceConnected, IceFailed, IceLite
+from voicewire.rtc.srtp import SrtpSession
+from voicewire.rtc.stun import Address
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParams:
+    """Everything a session needs, already negotiated: no SDP reaches the core."""
+
+    local_ufrag: str
+    """Our ICE ufrag: the routing token the relay routes on."""
+    local_pwd: str
+    """Our ICE password, from the answer."""
+    remote_ufrag: str
+    """The client's ICE ufrag, from the offer."""
+    remote_fingerprints: tuple[tuple[str, str], ...]
+    """The offer's ``a=fingerprint`` values: the certificate the client must present."""
+    dtls_role: DtlsRole
+    """``client`` when our answer says ``a=setup:active``."""
+    audio: AudioParams
+    """Payload type, SSRC and codec settings of the audio stream."""
+    consent_timeout: float = 30.0
+    """RFC 7675: close when no authenticated check arrived for this long."""
+    connect_timeout: float = 30.0
+    """Close when the client has not connected this long after the answer."""
+
+
+class SessionState(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class CloseReason(enum.StrEnum):
+    """Why a session ended; a short, fixed set, fit for a metrics label."""
+
+    ICE_TIMEOUT = "ice_timeout"  # no nomination within the connect timeout
+    CONSENT_LOST = "consent_lost"  # RFC 7675: the client stopped confirming consent
+    DTLS_FAILED = "dtls_failed"  # handshake failed, wrong fingerprint, fatal alert
+    PEER_CLOSED = "peer_closed"  # the client sent DTLS close_notify
+    HANGUP = "hangup"  # the signaling side ended the call (DELETE)
+    AGENT_ENDED = "agent_ended"  # the agent finished the call
+    DRAIN = "drain"  # the transceiver is shutting down and the grace period ran out
+
+
+_TRANSITIONS = {
+    SessionState.NEW: frozenset({SessionState.CONNECTING, SessionState.CLOSED}),
+    SessionState.CONNECTING: frozenset({SessionState.CONNECTED, SessionState.CLOSED}),
+    SessionState.CONNECTED: frozenset({SessionState.CLOSED}),
+    SessionState.CLOSED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AddressValidated:
+    """An authenticated ICE check came from ``address``: route its datagrams to this session."""
+
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConnected:
+    """ICE nominated ``address`` and DTLS is up: audio flows both ways from now on."""
+
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class AddressChanged:
+    """The client moved (NAT rebinding, network change); media now goes to ``new``."""
+
+    old: Address
+    new: Address
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    reason: CloseReason
+    detail: str = ""
+
+
+SessionEvent = AddressValidated | SessionConnected | AddressChanged | AudioReceived | SessionClosed
+
+
+class Session:
+    def __init__(self, params: SessionParams, certificate: Certificate, now: float) -> None:
+        self.params = params
+        self._state = SessionState.NEW
+        self._ice = IceLite(
+            params.local_ufrag,
+            params.local_pwd,
+            params.remote_ufrag,
+            now=now,
+            consent_timeout=params.consent_timeout,
+            connect_timeout=params.connect_timeout,
+        )
+        self._dtls = DtlsEndpoint(params.dtls_role, certificate, params.remote_fingerprints)
+        self._srtp: SrtpSession | None = None
+        self._audio = AudioStream(params.audio, now)
+        self._peer: Address | None = None
+        self._outgoing: list[tuple[bytes, Address]] = []
+        self._events: deque[SessionEvent] = deque()
+        self.dropped = 0
+        """Datagrams that could not be used: before keys, failed SRTP checks, after close."""
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def peer(self) -> Address | None:
+        """Where this session sends: the selected address, or the first validated one."""
+        return self._peer
+
+    @property
+    def audio(self) -> AudioStream:
+        return self._audio
+
+    def handle_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """One datagram from ``addr``; raises ``ParseError`` for bytes no layer can read."""
+        if self._state is SessionState.CLOSED:
+            self.dropped += 1
+            return
+        if not data:
+            raise ParseError("empty datagram")
+        first = data[0]
+        if first < 4:  # RFC 7983 §7: STUN
+            known = len(self._ice.validated_addresses)
+            self._ice.handle_stun(data, addr, now)
+            if len(self._ice.validated_addresses) > known:
+                self._on_validated(addr, now)
+        elif 19 < first < 64:  # RFC 7983 §7: DTLS
+            if self._state is SessionState.NEW:  # no check authenticated yet: not our client
+                self.dropped += 1
+                return
+            self._dtls.handle_datagram(data, now)
+        elif 127 < first < 192:  # RFC 7983 §7: RTP and RTCP
+            self._receive_media(data, addr, now)
+        else:
+            raise ParseError(f"first byte {first} is none of STUN, DTLS, RTP (RFC 7983)")
+        self._process(now)
+
+    def handle_timer(self, now: float) -> None:
+        self._ice.handle_timer(now)
+        self._dtls.handle_timer(now)
+        if self._state is SessionState.CONNECTED:
+            self._audio.handle_timer(now)
+        self._process(now)
+
+    def get_timer(self) -> float | None:
+        if self._state is SessionState.CLOSED:
+            return None
+        deadlines = [self._ice.get_timer(), self._dtls.get_timer()]
+        if self._state is SessionState.CONNECTED:
+            deadlines.append(self._audio.get_timer())
+        return min((d for d in deadlines if d is not None), default=None)
+
+    def queue_audio(self, pcm: bytes, now: float) -> None:
+        """Queue PCM16 mono 48 kHz audio; it goes out at real-time pace once connected."""
+        self._audio.queue_audio(pcm, now)
+
+    def clear_audio(self) -> float:
+        """Barge-in: drop queued audio; the milliseconds of it already sent."""
+        return self._audio.clear_audio()
+
+    def close(self, reason: CloseReason, now: float, detail: str = "") -> None:
+        """End the session: DTLS close_notify to the client, then ``SessionClosed``."""
+        if self._state is SessionState.CLOSED:
+            return
+        self._dtls.close()
+        self._flush_dtls()
+        self._set_state(SessionState.CLOSED)
+        self._events.append(SessionClosed(reason, detail))
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        datagrams, self._outgoing = self._outgoing, []
+        return datagrams
+
+    def next_event(self) -> SessionEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def _on_validated(self, addr: Address, now: float) -> None:
+        self._events.append(AddressValidated(addr))
+        if self._peer is None:
+            self._peer = addr
+        if self._state is SessionState.NEW:
+            self._set_state(SessionState.CONNECTING)
+            self._dtls.start(now)  # as DTLS client this sends the ClientHello at once
+
+    def _receive_media(self, data: bytes, addr: Address, now: float) -> None:
+        srtp = self._srtp
+        if srtp is None:
+            self.dropped += 1  # media before the keys: nothing to check it with
+            return
+        if 191 < data[1] < 224:  # RFC 5761 §4: RTCP packet types 192–223
+            packet = srtp.unprotect_rtcp(data)
+            self._ice.note_received(addr, now)
+            self._audio.handle_rtcp(packet, now)
+        else:
+            packet = srtp.unprotect_rtp(data)
+            self._ice.note_received(addr, now)
+            self._audio.handle_rtp(packet, now)
+
+    def _process(self, now: float) -> None:
+        """Poll every part in the documented order: ICE, DTLS, audio."""
+        self._outgoing.extend(self._ice.datagrams_to_send())
+        while (ice_event := self._ice.next_event()) is not None:
+            if isinstance(ice_event, IceConnected):
+                self._peer = ice_event.address
+                self._maybe_connected(now)
+            elif isinstance(ice_event, IceAddressChanged):
+                self._peer = ice_event.new
+                self._events.append(AddressChanged(ice_event.old, ice_event.new))
+            elif isinstance(ice_event, IceFailed):
+                reason = (
+                    CloseReason.ICE_TIMEOUT
+                    if ice_event.reason == "ice_timeout"
+                    else CloseReason.CONSENT_LOST
+                )
+                self.close(reason, now)
+                return
+        self._flush_dtls()
+        while (dtls_event := self._dtls.next_event()) is not None:
+            if isinstance(dtls_event, DtlsConnected):
+                self._srtp = SrtpSession(dtls_event)
+                self._maybe_connected(now)
+            elif isinstance(dtls_event, DtlsFailed):
+                self.close(CloseReason.DTLS_FAILED, now, dtls_event.reason.value)
+                return
+            elif isinstance(dtls_event, DtlsClosed):
+                self.close(CloseReason.PEER_CLOSED, now)
+                return
+            elif isinstance(dtls_event, DtlsApplicationData):
+                self.dropped += 1  # SCTP data channels are not served yet
+        if self._state is SessionState.CONNECTED:
+            self._send_media()
+        while (audio_event := self._audio.next_event()) is not None:
+            self._events.append(audio_event)
+
+    def _maybe_connected(self, now: float) -> None:
+        if (
+            self._state is SessionState.CONNECTING
+            and self._srtp is not None
+            and self._ice.selected_address is not None
+        ):
+            self._set_state(SessionState.CONNECTED)
+            self._audio.start(now)
+            self._events.append(SessionConnected(self._ice.selected_address))
+
+    def _flush_dtls(self) -> None:
+        peer = self._peer
+        if peer is None:
+            return
+        self._outgoing.extend((datagram, peer) for datagram in self._dtls.datagrams_to_send())
+
+    def _send_media(self) -> None:
+        srtp, peer = self._srtp, self._peer
+        assert srtp is not None and peer is not None
+        for packet in self._audio.rtp_to_send():
+            self._outgoing.append((srtp.protect_rtp(packet), peer))
+        for packet in self._audio.rtcp_to_send():
+            self._outgoing.append((srtp.protect_rtcp(packet), peer))
+
+    def _set_state(self, state: SessionState) -> None:
+        if state not in _TRANSITIONS[self._state]:
+            raise LocalError(f"session {self._state.value} -> {state.value} is not allowed")
+        logger.debug(
+            "session %s: %s -> %s", self.params.local_ufrag, self._state.value, state.value
+        )
+        self._state = state

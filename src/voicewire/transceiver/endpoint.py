@@ -1,0 +1,299 @@
+"""The transceiver's one UDP socket and the sessions behind it.
+
+Every datagram arrives from a relay worker wrapped in the relay header (DESIGN §3), which names
+the client. Demultiplexing is two-stage (STYLE §3): STUN is routed by the server ufrag in its
+USERNAME (so a check from a new address finds its session), everything else by the client
+address, which is indexed only once ICE has authenticated a check from it. Replies go back
+through the relay address each client was last heard through.
+
+After any change to a session, ``_pump`` drains it: datagrams out, events applied (indexes,
+agent, call end), its next deadline into the one timer heap. Every path that ends a session goes
+through ``_on_closed``, which removes every index entry the session ever had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from voicewire.agents.api import Agent, AudioFrame, Call, CallStats
+from voicewire.rtc.audio_stream import AudioParams, AudioReceived
+from voicewire.rtc.certificate import Certificate
+from voicewire.rtc.errors import ParseError
+from voicewire.rtc.session import (
+    AddressChanged,
+    AddressValidated,
+    CloseReason,
+    Session,
+    SessionClosed,
+    SessionConnected,
+    SessionParams,
+    SessionState,
+)
+from voicewire.transceiver.live_call import LiveCall
+from voicewire.transceiver.metrics import TransceiverMetrics
+from voicewire.transceiver.session_request import NoCapacity, SessionGrant, SessionRequest
+from voicewire.transceiver.timer_heap import TimerHeap
+from voicewire.wire import relay_header, stun_username
+from voicewire.wire.routing_token import RoutingKeys
+
+log = logging.getLogger("voicewire.transceiver")
+
+AGENT_STOP_GRACE = 2.0  # seconds an agent gets to return after its call ended
+
+
+class TransceiverEndpoint(asyncio.DatagramProtocol):
+    def __init__(
+        self,
+        *,
+        keys: RoutingKeys,
+        advertise: tuple[str, int] | None,
+        agent_factory: Callable[[], Agent],
+        max_sessions: int = 1000,
+        cluster_id: int = 0,
+        dtls_role: str = "client",
+        metrics: TransceiverMetrics | None = None,
+    ) -> None:
+        self.keys = keys
+        self.advertise = advertise
+        self.cluster_id = cluster_id
+        self.max_sessions = max_sessions
+        self.dtls_role = dtls_role
+        self.metrics = metrics or TransceiverMetrics()
+        self.certificate = Certificate.generate(datetime.now(UTC))
+        self._agent_factory = agent_factory
+        self._calls: dict[str, LiveCall] = {}
+        self._by_ufrag: dict[str, LiveCall] = {}
+        self._by_address: dict[tuple, LiveCall] = {}
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._timers = TimerHeap(self._loop, self._on_timer)
+        self.draining = False
+
+    async def listen(self, address: tuple[str, int]) -> tuple[str, int]:
+        """Bind the UDP socket; returns the bound address (the one tokens must name)."""
+        await self._loop.create_datagram_endpoint(lambda: self, local_addr=address)
+        assert self._transport is not None
+        bound = self._transport.get_extra_info("sockname")[:2]
+        if self.advertise is None:
+            self.advertise = bound
+        return bound
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def close(self) -> None:
+        for live in list(self._calls.values()):
+            self.end_session(live.call_id, CloseReason.DRAIN)
+        if self._transport is not None:
+            self._transport.close()
+
+    @property
+    def session_count(self) -> int:
+        return len(self._calls)
+
+    def indexes_empty(self) -> bool:
+        """No call, ufrag, address or timer left behind (asserted by tests after every ending)."""
+        return not (self._calls or self._by_ufrag or self._by_address or len(self._timers))
+
+    # Signaling side.
+
+    def open_session(self, request: SessionRequest) -> SessionGrant:
+        if self.draining or len(self._calls) >= self.max_sessions:
+            raise NoCapacity("draining" if self.draining else "at capacity")
+        assert self.advertise is not None, "listen() first"
+        now = self._loop.time()
+        call_id = "rtc_" + secrets.token_hex(12)
+        ufrag = self.keys.issue(self.advertise, self.cluster_id)
+        pwd = base64.b64encode(os.urandom(18)).decode()  # 24 ICE chars, 144 bits (RFC 8839 §5.4)
+        role = self._dtls_role_for(request.remote_setup)
+        audio = AudioParams(
+            payload_type=request.audio_payload_type,
+            ssrc=secrets.randbits(32),
+            sequence_start=secrets.randbits(16),
+            timestamp_start=secrets.randbits(32),
+            cname=secrets.token_hex(8),
+            ntp_offset=_ntp_offset(now),
+            rtcp_jitter=secrets.SystemRandom().random,
+        )
+        params = SessionParams(
+            local_ufrag=ufrag,
+            local_pwd=pwd,
+            remote_ufrag=request.remote_ufrag,
+            remote_fingerprints=request.remote_fingerprints,
+            dtls_role=role,
+            audio=audio,
+        )
+        live = LiveCall(call_id, Session(params, self.certificate, now), now)
+        live.call = Call(call_id, _Outlet(self, live))
+        self._calls[call_id] = live
+        self._by_ufrag[ufrag] = live
+        self._timers.schedule(live, live.session.get_timer())
+        self.metrics.opened()
+        log.info("session opened", extra={"call_id": call_id})
+        hash_name, value = self.certificate.sdp_fingerprint.split(" ", 1)
+        return SessionGrant(
+            call_id=call_id,
+            ice_ufrag=ufrag,
+            ice_pwd=pwd,
+            fingerprint=(hash_name, value),
+            dtls_setup="active" if role == "client" else "passive",
+            audio_ssrc=audio.ssrc,
+            cname=audio.cname,
+        )
+
+    def end_session(self, call_id: str, reason: CloseReason = CloseReason.HANGUP) -> bool:
+        live = self._calls.get(call_id)
+        if live is None:
+            return False
+        live.session.close(reason, self._loop.time())
+        self._pump(live)
+        return True
+
+    def call_stats(self, call_id: str) -> CallStats | None:
+        live = self._calls.get(call_id)
+        return None if live is None else live.stats()
+
+    def _dtls_role_for(self, remote_setup: str) -> str:
+        # RFC 8842 §5.2 / RFC 5763 §5: an actpass offer lets us pick; otherwise take the other role.
+        if remote_setup == "active":
+            return "server"
+        if remote_setup == "passive":
+            return "client"
+        return self.dtls_role
+
+    # Network side.
+
+    def datagram_received(self, data: bytes, relay: tuple) -> None:
+        try:
+            _, host, port, offset = relay_header.decode(data)
+        except relay_header.HeaderError:
+            self.metrics.drop("malformed_header")
+            return
+        client = (host, port)
+        payload = data[offset:]
+        if payload and payload[0] < 4:  # RFC 7983: STUN is routed by its ufrag
+            try:
+                live = self._by_ufrag.get(stun_username.server_ufrag(payload).decode("ascii"))
+            except (stun_username.NotBindingRequest, stun_username.MalformedStun):
+                live = self._by_address.get(client)
+            except UnicodeDecodeError:
+                live = None
+        else:
+            live = self._by_address.get(client)
+        if live is None:
+            self.metrics.drop("unknown_session")
+            return
+        live.relays[client] = relay
+        try:
+            live.session.handle_datagram(payload, client, self._loop.time())
+        except ParseError:
+            self.metrics.drop("unparseable")
+        self._pump(live)
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("socket error", extra={"error": str(exc)})
+
+    def _on_timer(self, live: LiveCall, now: float) -> None:
+        live.session.handle_timer(now)
+        self._pump(live)
+
+    def _pump(self, live: LiveCall) -> None:
+        """Apply one change's consequences: send, handle events, re-arm the timer."""
+        session = live.session
+        transport = self._transport
+        for datagram, client in session.datagrams_to_send():
+            relay = live.relays.get(client)
+            if relay is None or transport is None:
+                self.metrics.drop("no_route")
+                continue
+            transport.sendto(live.header_for(client) + datagram, relay)
+        while (event := session.next_event()) is not None:
+            if isinstance(event, AudioReceived):
+                live.call.deliver(AudioFrame(event.pcm, event.concealed))
+            elif isinstance(event, AddressValidated):
+                previous = self._by_address.get(event.address)
+                if previous is not None and previous is not live:
+                    previous.addresses.discard(event.address)  # the client reused its port
+                self._by_address[event.address] = live
+                live.addresses.add(event.address)
+            elif isinstance(event, SessionConnected):
+                self._on_connected(live)
+            elif isinstance(event, AddressChanged):
+                log.info("client moved", extra={"call_id": live.call_id, "to": event.new})
+            elif isinstance(event, SessionClosed):
+                self._on_closed(live, event)
+                return
+        self._timers.schedule(live, session.get_timer())
+
+    def _on_connected(self, live: LiveCall) -> None:
+        live.connected_at = self._loop.time()
+        self.metrics.connected(live.connected_at - live.created_at)
+        log.info(
+            "session connected",
+            extra={
+                "call_id": live.call_id,
+                "setup_ms": round(1000 * (live.connected_at - live.created_at), 1),
+            },
+        )
+        live.agent_task = self._loop.create_task(self._run_agent(live))
+
+    async def _run_agent(self, live: LiveCall) -> None:
+        try:
+            await self._agent_factory().run(live.call)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("agent failed", extra={"call_id": live.call_id})
+        if live.session.state is not SessionState.CLOSED:
+            self.end_session(live.call_id, CloseReason.AGENT_ENDED)
+
+    def _on_closed(self, live: LiveCall, event: SessionClosed) -> None:
+        self._calls.pop(live.call_id, None)
+        self._by_ufrag.pop(live.session.params.local_ufrag, None)
+        for address in live.addresses:
+            if self._by_address.get(address) is live:
+                del self._by_address[address]
+        live.addresses.clear()
+        self._timers.schedule(live, None)
+        live.call.end(event.reason.value)
+        task = live.agent_task
+        if task is not None and not task.done():
+            self._loop.call_later(AGENT_STOP_GRACE, task.cancel)
+        self.metrics.closed(event.reason.value)
+        log.info(
+            "session closed",
+            extra={"call_id": live.call_id, "reason": event.reason.value, "detail": event.detail},
+        )
+
+
+class _Outlet:
+    """A call's way back into the transceiver: the agent's audio into the session."""
+
+    __slots__ = ("_endpoint", "_live")
+
+    def __init__(self, endpoint: TransceiverEndpoint, live: LiveCall) -> None:
+        self._endpoint = endpoint
+        self._live = live
+
+    def queue_audio(self, pcm: bytes) -> None:
+        self._live.session.queue_audio(pcm, self._endpoint._loop.time())
+        self._endpoint._pump(self._live)
+
+    def clear_audio(self) -> float:
+        played = self._live.session.clear_audio()
+        self._endpoint._pump(self._live)
+        return played
+
+    def stats(self) -> CallStats:
+        return self._live.stats()
+
+
+def _ntp_offset(loop_now: float) -> float:
+    """Seconds to add to loop time for Unix time, for RTCP sender reports (RFC 3550 §6.4.1)."""
+    return datetime.now(UTC).timestamp() - loop_now
