@@ -14,10 +14,12 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 from aiohttp import web
 
 from voicewire import logs
+from voicewire.agents.api import Agent
 from voicewire.agents.registry import AGENTS
 from voicewire.flags import fail, flag, host_port
 from voicewire.gateway.app import create_app
@@ -96,11 +98,60 @@ def run(args: argparse.Namespace, prog: str) -> int:
     public = args.public_address or args.udp
     if public[0] in ("0.0.0.0", "::"):
         fail(prog, "--udp listens on all interfaces: give --public-address for the candidate")
-    keys = RoutingKeys([(1, os.urandom(32))])
     try:
-        relay = RelaySupervisor(
+        asyncio.run(_serve(args, public))
+    except BindError as exc:
+        fail(prog, str(exc), status=1)
+    return 0
+
+
+async def _serve(args: argparse.Namespace, public: tuple[str, int]) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stack = EmbeddedStack(
+        http=args.http,
+        udp=args.udp,
+        public_address=public,
+        agent_factory=AGENTS[args.agent],
+        max_sessions=args.max_sessions,
+        log_level=args.log_level,
+    )
+    async with stack:
+        log.info("serving", extra={"url": stack.url, "udp": stack.public, "agent": args.agent})
+        print(
+            f"voicewire is serving {stack.url}  (UDP {stack.public[0]}:{stack.public[1]}, "
+            f"agent {args.agent})",
+            flush=True,
+        )
+        await stop.wait()
+        log.info("stopping")
+
+
+class EmbeddedStack:
+    """Relay (own worker process), transceiver and gateway wired together in this process.
+
+    ``async with EmbeddedStack(...) as stack`` starts everything and stops it all on exit;
+    tests use it directly to reach the transceiver's state.
+    """
+
+    def __init__(
+        self,
+        *,
+        http: tuple[str, int],
+        udp: tuple[str, int],
+        public_address: tuple[str, int] | None = None,
+        agent_factory: Callable[[], Agent],
+        max_sessions: int = 200,
+        consent_timeout: float = 30.0,
+        log_level: str = "info",
+    ) -> None:
+        keys = RoutingKeys([(1, os.urandom(32))])  # fresh each start, shared in memory only
+        self._http = http
+        self.relay = RelaySupervisor(
             RelayConfig(
-                listen=args.udp,
+                listen=udp,
                 internal=("127.0.0.1", 0),
                 workers=1,
                 allow=AllowList.parse("127.0.0.0/8"),
@@ -108,63 +159,54 @@ def run(args: argparse.Namespace, prog: str) -> int:
                 idle_timeout=30.0,
                 metrics=None,
                 socket_buffer=DEFAULT_SOCKET_BUFFER,
-                log_level=args.log_level,
+                log_level=log_level,
             )
         )
-    except BindError as exc:
-        fail(prog, str(exc), status=1)
-    try:
-        asyncio.run(_serve(args, keys, relay, public))
-    except BindError as exc:
-        fail(prog, str(exc), status=1)
-    return 0
-
-
-async def _serve(
-    args: argparse.Namespace, keys: RoutingKeys, relay: RelaySupervisor, public: tuple[str, int]
-) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    relay_thread = threading.Thread(target=relay.run, kwargs={"install_signals": False})
-    relay_thread.start()
-    transceiver = TransceiverEndpoint(
-        keys=keys, advertise=None, agent_factory=AGENTS[args.agent], max_sessions=args.max_sessions
-    )
-    runner: web.AppRunner | None = None
-    try:
-        await transceiver.listen(("127.0.0.1", 0))
-        if public[1] == 0:
-            public = (public[0], relay.public_address[1])
-        signaling = Signaling(transceiver, public)
-        app = create_app(
-            signaling,
-            lambda: relay.ready() and not transceiver.draining,
-            [transceiver.metrics.registry],
+        bound = self.relay.public_address
+        wanted = public_address or udp
+        self.public = (wanted[0], wanted[1] or bound[1])
+        self.transceiver = TransceiverEndpoint(
+            keys=keys,
+            advertise=None,
+            agent_factory=agent_factory,
+            max_sessions=max_sessions,
+            consent_timeout=consent_timeout,
         )
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, args.http[0], args.http[1])
+        self._relay_thread = threading.Thread(
+            target=self.relay.run, kwargs={"install_signals": False}, name="relay"
+        )
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> EmbeddedStack:
+        self._relay_thread.start()
         try:
-            await site.start()
-        except OSError as exc:
-            raise BindError(
-                f"cannot bind HTTP {args.http[0]}:{args.http[1]}: {exc.strerror}"
-            ) from None
-        host, port = runner.addresses[0][:2]
-        shown = f"[{host}]" if ":" in host else host
-        url = f"http://{shown}:{port}/"
-        log.info("serving", extra={"url": url, "udp": public, "agent": args.agent})
-        print(
-            f"voicewire is serving {url}  (UDP {public[0]}:{public[1]}, agent {args.agent})",
-            flush=True,
-        )
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        transceiver.close()
-        if runner is not None:
-            await runner.cleanup()
-        relay.stop()
-        await asyncio.to_thread(relay_thread.join)
+            await self.transceiver.listen(("127.0.0.1", 0))
+            transceiver = self.transceiver
+            app = create_app(
+                Signaling(transceiver, self.public),
+                lambda: self.relay.ready() and not transceiver.draining,
+                [transceiver.metrics.registry],
+            )
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self._http[0], self._http[1])
+            try:
+                await site.start()
+            except OSError as exc:
+                raise BindError(
+                    f"cannot bind HTTP {self._http[0]}:{self._http[1]}: {exc.strerror}"
+                ) from None
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.transceiver.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        self.relay.stop()
+        await asyncio.to_thread(self._relay_thread.join)

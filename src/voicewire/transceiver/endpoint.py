@@ -57,6 +57,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
         max_sessions: int = 1000,
         cluster_id: int = 0,
         dtls_role: str = "client",
+        consent_timeout: float = 30.0,
         metrics: TransceiverMetrics | None = None,
     ) -> None:
         self.keys = keys
@@ -64,6 +65,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
         self.cluster_id = cluster_id
         self.max_sessions = max_sessions
         self.dtls_role = dtls_role
+        self.consent_timeout = consent_timeout
         self.metrics = metrics or TransceiverMetrics()
         self.certificate = Certificate.generate(datetime.now(UTC))
         self._agent_factory = agent_factory
@@ -128,6 +130,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
             remote_fingerprints=request.remote_fingerprints,
             dtls_role=role,
             audio=audio,
+            consent_timeout=self.consent_timeout,
         )
         live = LiveCall(call_id, Session(params, self.certificate, now), now)
         live.call = Call(call_id, _Outlet(self, live))
