@@ -139,11 +139,13 @@ class AudioStream:
     def queue_audio(self, pcm: bytes, now: float) -> None:
         if len(pcm) % 2:
             raise ParseError("PCM16 audio must be a whole number of 2-byte samples")
-        if not self._queue and self._next_send is None:
+        starting = not self._queue and self._next_send is None
+        if starting:
             self._played_samples = 0  # a new utterance starts
-            if self._started:
-                self._next_send = now
         self._queue += pcm
+        if starting and self._started:
+            self._next_send = now
+            self._send_due(now)  # the first frame leaves now: an idle stream adds no delay
 
     def clear_audio(self) -> float:
         played_ms = 1000 * self._played_samples / SAMPLE_RATE

@@ -204,6 +204,7 @@ class Session:
     def queue_audio(self, pcm: bytes, now: float) -> None:
         """Queue PCM16 mono 48 kHz audio; it goes out at real-time pace once connected."""
         self._audio.queue_audio(pcm, now)
+        self._process(now)
 
     def clear_audio(self) -> float:
         """Barge-in: drop queued audio; the milliseconds of it already sent."""
@@ -234,6 +235,8 @@ class Session:
             self._dtls.start(now)  # as DTLS client this sends the ClientHello at once
 
     def _receive_media(self, data: bytes, addr: Address, now: float) -> None:
+        if len(data) < 8:  # RFC 3550 §6.4.1: even an empty RTCP report is 8 bytes
+            raise ParseError("too short for RTP or RTCP")
         srtp = self._srtp
         if srtp is None:
             self.dropped += 1  # media before the keys: nothing to check it with
