@@ -10,35 +10,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol
 
-SAMPLE_RATE = 48_000
-"""Audio crosses the Agent API as PCM16 little-endian mono at 48 kHz, in 20 ms frames."""
-FRAME_SAMPLES = SAMPLE_RATE // 50
-FRAME_BYTES = FRAME_SAMPLES * 2
+from voicewire.rtc.audio_stream import AudioReceived as AudioFrame
+from voicewire.rtc.audio_stream import AudioStats as CallStats
+from voicewire.rtc.opus import FRAME_BYTES, SAMPLE_RATE
 
+# Audio crosses the Agent API as PCM16 little-endian mono at SAMPLE_RATE (48 kHz) in 20 ms
+# frames of FRAME_BYTES; ``say`` takes any length.
 
-@dataclass(frozen=True, slots=True)
-class AudioFrame:
-    """20 ms of the caller's voice, decoded: PCM16 little-endian mono at ``SAMPLE_RATE``."""
-
-    pcm: bytes
-    concealed: bool
-    """True when the packet was lost and this frame is the decoder's concealment of the gap."""
-
-
-@dataclass(frozen=True, slots=True)
-class CallStats:
-    """The call's network health as the transceiver measures it (RTCP, RFC 3550 §6.4)."""
-
-    rtt_ms: float | None
-    jitter_ms: float
-    packets_received: int
-    packets_lost: int
-    packets_sent: int
-    queued_ms: float
-    """Audio queued by ``say`` and not yet sent."""
+__all__ = ["Agent", "AudioFrame", "Call", "CallStats", "FRAME_BYTES", "SAMPLE_RATE"]
 
 
 class CallOutlet(Protocol):
@@ -107,8 +88,9 @@ class Call:
             return
         self.close_reason = reason
         self._closed.set()
-        if self._frames.full():
+        if self._frames.full():  # the end-of-call marker must fit
             self._frames.get_nowait()
+            self.dropped_frames += 1
         self._frames.put_nowait(None)
 
 

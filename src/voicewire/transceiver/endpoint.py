@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from voicewire.agents.api import Agent, AudioFrame, Call, CallStats
+from voicewire.agents.api import Agent, Call, CallStats
 from voicewire.rtc.audio_stream import AudioParams, AudioReceived
 from voicewire.rtc.certificate import Certificate
 from voicewire.rtc.errors import ParseError
@@ -218,7 +218,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
             transport.sendto(live.header_for(client) + datagram, relay)
         while (event := session.next_event()) is not None:
             if isinstance(event, AudioReceived):
-                live.call.deliver(AudioFrame(event.pcm, event.concealed))
+                live.call.deliver(event)
             elif isinstance(event, AddressValidated):
                 previous = self._by_address.get(event.address)
                 if previous is not None and previous is not live:
@@ -269,9 +269,20 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
         if task is not None and not task.done():
             self._loop.call_later(AGENT_STOP_GRACE, task.cancel)
         self.metrics.closed(event.reason.value)
+        stats = live.stats()
         log.info(
             "session closed",
-            extra={"call_id": live.call_id, "reason": event.reason.value, "detail": event.detail},
+            extra={
+                "call_id": live.call_id,
+                "reason": event.reason.value,
+                "detail": event.detail,
+                "rtt_ms": None if stats.rtt_ms is None else round(stats.rtt_ms, 1),
+                "jitter_ms": round(stats.jitter_ms, 1),
+                "packets_received": stats.packets_received,
+                "packets_lost": stats.packets_lost,
+                "packets_sent": stats.packets_sent,
+                "seconds": round(self._loop.time() - live.created_at, 1),
+            },
         )
 
 
