@@ -37,6 +37,18 @@ def flag(parser: argparse.ArgumentParser, name: str, *, env: str, help: str, **k
     )
 
 
+def log_level_flag(parser: argparse.ArgumentParser) -> None:
+    """``--log-level``, the same for every service."""
+    flag(
+        parser,
+        "--log-level",
+        env="VOICEWIRE_LOG_LEVEL",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="verbosity of the JSON log lines on stderr",
+    )
+
+
 def host_port(text: str) -> tuple[str, int]:
     """Parse ``HOST:PORT`` or ``[IPv6]:PORT``."""
     host, sep, port = text.rpartition(":")

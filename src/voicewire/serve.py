@@ -21,7 +21,7 @@ from aiohttp import web
 from voicewire import logs
 from voicewire.agents.api import Agent
 from voicewire.agents.registry import AGENTS
-from voicewire.flags import fail, flag, host_port
+from voicewire.flags import fail, flag, host_port, log_level_flag
 from voicewire.gateway.app import create_app
 from voicewire.gateway.signaling import Signaling
 from voicewire.relay.allow_list import AllowList
@@ -79,14 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="calls at once before new ones get 503",
     )
-    flag(
-        parser,
-        "--log-level",
-        env="VOICEWIRE_LOG_LEVEL",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity",
-    )
+    log_level_flag(parser)
 
 
 def run(args: argparse.Namespace, prog: str) -> int:

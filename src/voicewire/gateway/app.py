@@ -101,25 +101,22 @@ async def _read_offer(request: web.Request) -> tuple[str, dict[str, Any]]:
 
 
 async def _text(request: web.Request) -> str:
-    body = await request.read()
-    if len(body) > MAX_OFFER_BYTES:
-        raise ApiError(413, f"the offer is larger than {MAX_OFFER_BYTES} bytes")
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "the offer is not UTF-8 text") from None
+    return _utf8(await request.read(), "the offer")
 
 
 def _field_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    data = value.file.read(MAX_OFFER_BYTES + 1)
+    return (
+        value if isinstance(value, str) else _utf8(value.file.read(MAX_OFFER_BYTES + 1), "a field")
+    )
+
+
+def _utf8(data: bytes, what: str) -> str:
     if len(data) > MAX_OFFER_BYTES:
-        raise ApiError(413, f"the offer is larger than {MAX_OFFER_BYTES} bytes")
+        raise ApiError(413, f"{what} is larger than {MAX_OFFER_BYTES} bytes")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "the 'sdp' field is not UTF-8 text") from None
+        raise ApiError(400, f"{what} is not UTF-8 text") from None
 
 
 def _session_config(value: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from voicewire.flags import (
     fail,
     flag,
     host_port,
+    log_level_flag,
     positive_float,
     positive_int,
     routing_keys,
@@ -94,14 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SOCKET_BUFFER,
         help="socket buffer bytes; bigger only adds queueing delay under overload",
     )
-    flag(
-        parser,
-        "--log-level",
-        env="VOICEWIRE_LOG_LEVEL",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity",
-    )
+    log_level_flag(parser)
 
 
 def run(args: argparse.Namespace, prog: str) -> int:
