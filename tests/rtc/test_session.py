@@ -19,6 +19,7 @@ from voicewire.rtc.errors import ParseError
 from voicewire.rtc.opus import FRAME_BYTES, FRAME_SAMPLES, OpusEncoder
 from voicewire.rtc.rtp import RtpPacketizer, parse_rtp
 from voicewire.rtc.session import (
+    AddressChanged,
     AddressValidated,
     CloseReason,
     Session,
@@ -140,6 +141,35 @@ def test_one_check_then_dtls_connects_the_session():
     assert SessionConnected(CLIENT) in events
     assert session.state is SessionState.CONNECTED
     assert client.srtp is not None
+
+
+def test_audio_flows_before_the_client_nominates():
+    """Chromium nominates ~50 ms after its DTLS is up toward an ICE-lite peer: don't wait."""
+    session = Session(session_params(), SERVER_CERT, now=0.0)
+    client = ScriptedClient()
+    session.handle_datagram(client.check(use_candidate=False), CLIENT, 0.0)
+    events = exchange(session, client, 0.0)
+    assert SessionConnected(CLIENT) in events
+    session.queue_audio(bytes(FRAME_BYTES), 0.01)
+    exchange(session, client, 0.01)
+    assert len(client.received_rtp) == 1
+    session.handle_datagram(client.check(use_candidate=True), CLIENT, 0.05)
+    assert not [e for e in exchange(session, client, 0.05) if not isinstance(e, AudioReceived)]
+
+
+def test_a_nomination_of_another_address_moves_the_audio():
+    session = Session(session_params(), SERVER_CERT, now=0.0)
+    client = ScriptedClient()
+    session.handle_datagram(client.check(use_candidate=False), CLIENT, 0.0)
+    exchange(session, client, 0.0)
+    other = ("198.51.100.7", 50002)
+    session.handle_datagram(client.check(use_candidate=True), other, 0.05)
+    events = []
+    while (event := session.next_event()) is not None:
+        events.append(event)
+    assert AddressValidated(other) in events
+    assert AddressChanged(CLIENT, other) in events
+    assert session.peer == other
 
 
 def test_dtls_starts_on_the_first_check_even_before_nomination():

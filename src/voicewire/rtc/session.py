@@ -13,10 +13,13 @@ RTP/RTCP (told apart by the packet type, RFC 5761 §4) → SRTP, then the audio 
 else is a ``ParseError`` for the caller to count.
 
 Lifecycle (``SessionState``): ``new`` until the first authenticated ICE check, ``connecting``
-while DTLS runs, ``connected`` once DTLS is up *and* the client has nominated an address (only
-then does audio go out), ``closed`` with a ``CloseReason``. As DTLS client (``a=setup:active``,
-our default) the handshake starts the moment the first check authenticates, one round trip
-sooner than waiting for the client's ClientHello.
+while DTLS runs, ``connected`` once DTLS is up on a validated address, ``closed`` with a
+``CloseReason``. As DTLS client (``a=setup:active``, our default) the handshake starts the
+moment the first check authenticates, one round trip sooner than waiting for the client's
+ClientHello. Audio starts at ``connected`` without waiting for the client's nomination: RFC 8445
+§12.1 lets an agent send on any valid pair before one is selected, and Chromium, toward an
+ICE-lite peer, nominates (regular nomination) some 50 ms after its own DTLS is up. A later
+nomination of another address moves the audio there (``AddressChanged``).
 
 Addresses: the session sends to the address ICE selected or, before nomination, to the first
 validated one. It reports every address ICE validates with ``AddressValidated`` so the owner can
@@ -106,7 +109,7 @@ class AddressValidated:
 
 @dataclass(frozen=True, slots=True)
 class SessionConnected:
-    """ICE nominated ``address`` and DTLS is up: audio flows both ways from now on."""
+    """DTLS is up with the client at ``address``: audio flows both ways from now on."""
 
     address: Address
 
@@ -155,7 +158,7 @@ class Session:
 
     @property
     def peer(self) -> Address | None:
-        """Where this session sends: the selected address, or the first validated one."""
+        """Where this session sends: the nominated address, or before that the first validated."""
         return self._peer
 
     @property
@@ -255,11 +258,9 @@ class Session:
         self._outgoing.extend(self._ice.datagrams_to_send())
         while (ice_event := self._ice.next_event()) is not None:
             if isinstance(ice_event, IceConnected):
-                self._peer = ice_event.address
-                self._maybe_connected(now)
+                self._move_to(ice_event.address)
             elif isinstance(ice_event, IceAddressChanged):
-                self._peer = ice_event.new
-                self._events.append(AddressChanged(ice_event.old, ice_event.new))
+                self._move_to(ice_event.new)
             elif isinstance(ice_event, IceFailed):
                 reason = (
                     CloseReason.ICE_TIMEOUT
@@ -286,15 +287,20 @@ class Session:
         while (audio_event := self._audio.next_event()) is not None:
             self._events.append(audio_event)
 
+    def _move_to(self, address: Address) -> None:
+        """Send to ``address`` from now on (a nomination, or ICE following a moved client)."""
+        old = self._peer
+        self._peer = address
+        if old is not None and old != address:
+            self._events.append(AddressChanged(old, address))
+
     def _maybe_connected(self, now: float) -> None:
-        if (
-            self._state is SessionState.CONNECTING
-            and self._srtp is not None
-            and self._ice.selected_address is not None
-        ):
+        # RFC 8445 §12.1: data may flow on a valid pair before a pair is selected.
+        if self._state is SessionState.CONNECTING and self._srtp is not None:
+            assert self._peer is not None  # DTLS ran over the first validated address
             self._set_state(SessionState.CONNECTED)
             self._audio.start(now)
-            self._events.append(SessionConnected(self._ice.selected_address))
+            self._events.append(SessionConnected(self._peer))
 
     def _flush_dtls(self) -> None:
         peer = self._peer
