@@ -26,9 +26,9 @@ Two clients call each of them:
 
 Every call is also timed as the server sees it: when it logs ``session connected`` (wall clock,
 to the millisecond, against the client's createOffer). For aiortc that is its own connection
-state; for voicewire it is the moment audio may go out: DTLS up *and* the client's ICE
-nomination (USE-CANDIDATE) in. Browsers nominate a lite agent's pair only on a later check
-(RFC 8445 regular nomination), so with Chromium the two "connected" differ: both are shown.
+state; for voicewire it is the moment audio may go out: DTLS up on an address that passed an
+ICE check. (voicewire does not wait for the nomination: browsers nominate a lite agent's pair
+only on a later check, RFC 8445 regular nomination, some 50 ms after their own DTLS is up.)
 
 Calls are sequential, each hung up (``DELETE``, after the server logged it connected) and its
 peer connection closed before the next; the four (client, server) pairs take turns call by call,
@@ -375,8 +375,8 @@ async def aiortc_call(http: aiohttp.ClientSession, server: ServerProcess) -> dic
 # The Chromium client.
 
 # The call, in two halves so that it stays up until the server has logged it connected: the
-# browser's "connected" (its ICE pair writable, DTLS up) can come before the server's (voicewire
-# waits for the browser's nomination before it sends audio).
+# browser's "connected" (its ICE pair writable, DTLS up) can come a little before the server has
+# taken in the browser's last DTLS flight.
 CHROMIUM_CONNECT = """async ({callsPath, connectMs}) => {
   let timer;
   const deadline = new Promise((_, reject) => {
@@ -649,9 +649,9 @@ def report(samples: dict[tuple[str, str], Samples], calls: int) -> dict:
     print(
         '  connected (client): the client\'s connectionState "connected" (its ICE pair works,'
         " DTLS is up)\n"
-        '  connected (server): the server logs "session connected" (voicewire: DTLS is up and the'
-        " client has\n"
-        "    nominated its pair; only then does audio go out), on the log's clock, ±1 ms\n"
+        '  connected (server): the server logs "session connected" (voicewire: DTLS is up on an'
+        " address that\n"
+        "    passed an ICE check; audio goes out from then on), on the log's clock, ±1 ms\n"
         "  first echoed audio: the first decoded frame with energy back at the aiortc client"
         " (after the\n"
         "    client's own jitter buffer)\n"
