@@ -112,6 +112,11 @@ async def _serve(args: argparse.Namespace, public: tuple[str, int]) -> None:
         log_level=args.log_level,
     )
     async with stack:
+        log.warning(
+            "signaling is open: no API keys are checked, so anyone who can reach the HTTP "
+            "address can start calls; keep it on loopback or behind an authenticating proxy",
+            extra={"http": args.http},
+        )
         log.info("serving", extra={"url": stack.url, "udp": stack.public, "agent": args.agent})
         print(
             f"voicewire is serving {stack.url}  (UDP {stack.public[0]}:{stack.public[1]}, "
