@@ -103,6 +103,15 @@ async def test_connect_hears_the_echo_and_draws_stats(demo: Demo, tmp_path: Path
     assert inbound["packetsReceived"] > 0, "no audio came back"
     assert loudest > SILENCE, f"only silence came back (loudest audioLevel {loudest})"
 
+    # The oai-events data channel opened and the server greeted it (RFC 8831/8832 over DTLS).
+    created = await demo.wait_for(
+        "() => window.voicewire.events.map((e) => e.data)"
+        ".find((d) => d && d.type === 'session.created')",
+        timeout=3.0,
+    )
+    assert created["session"]["id"] == urlsplit(response.headers["location"]).path.split("/")[-1]
+    await expect(demo.page.locator("#events")).to_contain_text("session.created")
+
     # The page's own readout and chart follow.
     stats = await demo.wait_for(
         "() => { const s = window.voicewire.stats;"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from voicewire.rtc.audio_stream import AudioReceived as AudioFrame
 from voicewire.rtc.audio_stream import AudioStats as CallStats
@@ -28,6 +28,7 @@ class CallOutlet(Protocol):
     def queue_audio(self, pcm: bytes) -> None: ...
     def clear_audio(self) -> float: ...
     def stats(self) -> CallStats: ...
+    def send_event(self, event: dict[str, Any]) -> bool: ...
 
 
 class Call:
@@ -37,6 +38,7 @@ class Call:
         self.call_id = call_id
         self._outlet = outlet
         self._frames: asyncio.Queue[AudioFrame | None] = asyncio.Queue(max_buffered_frames)
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._closed = asyncio.Event()
         self.close_reason: str | None = None
         self.dropped_frames = 0
@@ -49,6 +51,21 @@ class Call:
             if frame is None:
                 return
             yield frame
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The client's JSON events (the ``oai-events`` data channel), until the call ends."""
+        while True:
+            event = await self._events.get()
+            if event is None:
+                return
+            yield event
+
+    def send_event(self, event: dict[str, Any]) -> bool:
+        """Send a JSON event to the client; False if it has no open ``oai-events`` channel.
+
+        An ``event_id`` is added when the event has none.
+        """
+        return not self._closed.is_set() and self._outlet.send_event(event)
 
     def say(self, pcm: bytes) -> None:
         """Queue PCM16 mono 48 kHz audio of any length to play to the caller; returns at once."""
@@ -83,6 +100,9 @@ class Call:
             self.dropped_frames += 1
         self._frames.put_nowait(frame)
 
+    def deliver_event(self, event: dict[str, Any]) -> None:
+        self._events.put_nowait(event)
+
     def end(self, reason: str) -> None:
         if self._closed.is_set():
             return
@@ -92,6 +112,7 @@ class Call:
             self._frames.get_nowait()
             self.dropped_frames += 1
         self._frames.put_nowait(None)
+        self._events.put_nowait(None)
 
 
 class Agent(Protocol):

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from voicewire.gateway.errors import ApiError
 from voicewire.rtc import sdp
+from voicewire.rtc.sctp import MAX_MESSAGE_SIZE
 from voicewire.transceiver.session_request import (
     NoCapacity,
     SessionGrant,
@@ -42,11 +43,13 @@ class Signaling:
             raise ApiError(400, f"malformed or unsupported SDP offer: {exc}") from None
         audio = offer.audio.audio
         assert audio is not None  # parse_offer guarantees an Opus audio section
+        channel = None if offer.data_channel is None else offer.data_channel.data_channel
         request = SessionRequest(
             remote_ufrag=offer.ice_ufrag,
             remote_fingerprints=offer.fingerprints,
             remote_setup=offer.setup,
             audio_payload_type=audio.opus_payload_type,
+            data_channel=None if channel is None else (channel.sctp_port, channel.max_message_size),
             session_config=session_config,
         )
         try:
@@ -68,7 +71,7 @@ class Signaling:
                 ssrc=grant.audio_ssrc,
                 cname=grant.cname,
                 dtls_role=grant.dtls_setup,
-                data_channels=False,  # SCTP data channels are not served yet: say so up front
+                max_message_size=MAX_MESSAGE_SIZE,
             ),
         )
         return grant.call_id, answer

@@ -282,9 +282,6 @@ class AnswerParams:
     """What we want to do with audio; the answer narrows it by the offer (RFC 3264 §6.1)."""
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     """The largest data channel message we take (RFC 8841 §6.1); 0 means no limit."""
-    data_channels: bool = True
-    """Whether to accept the offer's data channel section; False rejects it with port 0, so a
-    client never waits for an SCTP association the server will not make."""
 
     def __post_init__(self) -> None:
         hash_name, value = self.fingerprint
@@ -434,8 +431,7 @@ def build_answer(offer: Offer, params: AnswerParams) -> str:
         "t=0 0",
         "a=ice-lite",  # RFC 8839 §5.3: session level only
     ]
-    data_index = offer.data_channel_index if params.data_channels else None
-    accepted = {offer.audio.mid, None if data_index is None else offer.media[data_index].mid}
+    accepted = {offer.audio.mid, None if offer.data_channel is None else offer.data_channel.mid}
     bundle = [mid for mid in _group_of(offer.audio, offer.bundle_groups) if mid in accepted]
     if bundle:
         # RFC 8843 §7.3: the accepted mids of the audio's group, in the offer's order, so the
@@ -444,7 +440,7 @@ def build_answer(offer: Offer, params: AnswerParams) -> str:
     for index, section in enumerate(offer.media):
         if index == offer.audio_index:
             lines += _audio_answer(section, params, connection, transport)
-        elif index == data_index:
+        elif index == offer.data_channel_index:
             lines += _data_channel_answer(section, params, connection, transport)
         else:
             lines += _rejected_answer(section, connection)

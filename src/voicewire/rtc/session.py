@@ -5,8 +5,8 @@ Theory of operation
 The contract is str0m's: make one change — ``handle_datagram``, ``handle_timer``,
 ``queue_audio``, ``clear_audio`` or ``close`` — then drain ``datagrams_to_send()`` and
 ``next_event()``, then re-arm a timer at ``get_timer()``. Every part is polled in a fixed order
-after each change: ICE, then DTLS, then the audio stream, so their outputs interleave the same way
-every time.
+after each change: ICE, then DTLS, then the data channels, then the audio stream, so their outputs
+interleave the same way every time.
 
 Demultiplexing follows RFC 7983 §7 on the first byte: 0–3 STUN → ICE; 20–63 DTLS; 128–191
 RTP/RTCP (told apart by the packet type, RFC 5761 §4) → SRTP, then the audio stream. Anything
@@ -21,6 +21,10 @@ ClientHello. Audio starts at ``connected`` without waiting for the client's nomi
 ICE-lite peer, nominates (regular nomination) some 50 ms after its own DTLS is up. A later
 nomination of another address moves the audio there (``AddressChanged``).
 
+Data channels (RFC 8831): when the offer had an application section, SCTP runs inside DTLS once
+DTLS is up (RFC 8261); the client sends the INIT, and the channel events come out as session
+events. Losing the association does not end the call: the audio goes on.
+
 Addresses: the session sends to the address ICE selected or, before nomination, to the first
 validated one. It reports every address ICE validates with ``AddressValidated`` so the owner can
 route non-STUN datagrams from it here; the owner must forget all of them when the session closes.
@@ -31,10 +35,17 @@ from __future__ import annotations
 import enum
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from voicewire.rtc.audio_stream import AudioParams, AudioReceived, AudioStream
 from voicewire.rtc.certificate import Certificate
+from voicewire.rtc.data_channel import (
+    ChannelClosed,
+    ChannelMessage,
+    ChannelOpened,
+    DataChannels,
+)
 from voicewire.rtc.dtls import (
     DtlsApplicationData,
     DtlsClosed,
@@ -42,13 +53,27 @@ from voicewire.rtc.dtls import (
     DtlsEndpoint,
     DtlsFailed,
     DtlsRole,
+    DtlsState,
 )
 from voicewire.rtc.errors import LocalError, ParseError
 from voicewire.rtc.ice_lite import IceAddressChanged, IceConnected, IceFailed, IceLite
+from voicewire.rtc.sctp import MAX_MESSAGE_SIZE, SctpAssociation, SctpClosed
 from voicewire.rtc.srtp import SrtpSession
 from voicewire.rtc.stun import Address
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DataChannelParams:
+    """The offer's application section (RFC 8841), for SCTP over DTLS."""
+
+    remote_port: int
+    """The client's ``a=sctp-port``."""
+    remote_max_message_size: int
+    """The client's ``a=max-message-size`` (0: no limit)."""
+    random_bytes: Callable[[int], bytes]
+    """Randomness for SCTP verification tags, initial TSNs and the cookie secret."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +92,8 @@ class SessionParams:
     """``client`` when our answer says ``a=setup:active``."""
     audio: AudioParams
     """Payload type, SSRC and codec settings of the audio stream."""
+    data_channel: DataChannelParams | None = None
+    """Set when the answer accepted the offer's data channel section."""
     consent_timeout: float = 30.0
     """RFC 7675: close when no authenticated check arrived for this long."""
     connect_timeout: float = 30.0
@@ -128,7 +155,16 @@ class SessionClosed:
     detail: str = ""
 
 
-SessionEvent = AddressValidated | SessionConnected | AddressChanged | AudioReceived | SessionClosed
+SessionEvent = (
+    AddressValidated
+    | SessionConnected
+    | AddressChanged
+    | AudioReceived
+    | ChannelOpened
+    | ChannelMessage
+    | ChannelClosed
+    | SessionClosed
+)
 
 
 class Session:
@@ -145,6 +181,7 @@ class Session:
         )
         self._dtls = DtlsEndpoint(params.dtls_role, certificate, params.remote_fingerprints)
         self._srtp: SrtpSession | None = None
+        self._channels: DataChannels | None = None
         self._audio = AudioStream(params.audio, now)
         self._peer: Address | None = None
         self._outgoing: list[tuple[bytes, Address]] = []
@@ -192,6 +229,8 @@ class Session:
     def handle_timer(self, now: float) -> None:
         self._ice.handle_timer(now)
         self._dtls.handle_timer(now)
+        if self._channels is not None:
+            self._channels.handle_timer(now)
         if self._state is SessionState.CONNECTED:
             self._audio.handle_timer(now)
         self._process(now)
@@ -200,6 +239,8 @@ class Session:
         if self._state is SessionState.CLOSED:
             return None
         deadlines = [self._ice.get_timer(), self._dtls.get_timer()]
+        if self._channels is not None:
+            deadlines.append(self._channels.get_timer())
         if self._state is SessionState.CONNECTED:
             deadlines.append(self._audio.get_timer())
         return min((d for d in deadlines if d is not None), default=None)
@@ -213,10 +254,20 @@ class Session:
         """Barge-in: drop queued audio; the milliseconds of it already sent."""
         return self._audio.clear_audio()
 
+    def send_message(self, channel_id: int, data: str | bytes, now: float) -> None:
+        """Send one data channel message (str as text, bytes as binary, RFC 8831 §6.6)."""
+        if self._channels is None:
+            raise LocalError("this session has no data channels")
+        self._channels.send(channel_id, data)
+        self._process(now)
+
     def close(self, reason: CloseReason, now: float, detail: str = "") -> None:
         """End the session: DTLS close_notify to the client, then ``SessionClosed``."""
         if self._state is SessionState.CLOSED:
             return
+        if self._channels is not None:
+            self._channels.abort(reason.value)  # RFC 9260 §9.1: the peer learns at once
+            self._send_channel_packets(now)
         self._dtls.close()
         self._flush_dtls()
         self._set_state(SessionState.CLOSED)
@@ -273,6 +324,7 @@ class Session:
         while (dtls_event := self._dtls.next_event()) is not None:
             if isinstance(dtls_event, DtlsConnected):
                 self._srtp = SrtpSession(dtls_event)
+                self._start_channels()
                 self._maybe_connected(now)
             elif isinstance(dtls_event, DtlsFailed):
                 self.close(CloseReason.DTLS_FAILED, now, dtls_event.reason.value)
@@ -281,11 +333,53 @@ class Session:
                 self.close(CloseReason.PEER_CLOSED, now)
                 return
             elif isinstance(dtls_event, DtlsApplicationData):
-                self.dropped += 1  # SCTP data channels are not served yet
+                self._receive_sctp(dtls_event.data, now)
+        if self._channels is not None:
+            self._send_channel_packets(now)
+            while (channel_event := self._channels.next_event()) is not None:
+                if isinstance(channel_event, ChannelOpened | ChannelMessage | ChannelClosed):
+                    self._events.append(channel_event)
+                elif isinstance(channel_event, SctpClosed):
+                    logger.info(
+                        "session %s: SCTP closed (%s)",
+                        self.params.local_ufrag,
+                        channel_event.reason,
+                    )
         if self._state is SessionState.CONNECTED:
             self._send_media()
         while (audio_event := self._audio.next_event()) is not None:
             self._events.append(audio_event)
+
+    def _start_channels(self) -> None:
+        """DTLS is up: be ready for the client's SCTP INIT (RFC 8841 §9.3)."""
+        wanted = self.params.data_channel
+        if wanted is None:
+            return
+        association = SctpAssociation(
+            random_bytes=wanted.random_bytes,
+            max_packet_size=self._dtls.max_application_data,
+            remote_port=wanted.remote_port,
+            remote_max_message_size=wanted.remote_max_message_size,
+            max_message_size=MAX_MESSAGE_SIZE,
+        )
+        self._channels = DataChannels(association, self.params.dtls_role)
+
+    def _receive_sctp(self, packet: bytes, now: float) -> None:
+        if self._channels is None:
+            self.dropped += 1  # no data channel was negotiated
+            return
+        try:
+            self._channels.receive_packet(packet, now)
+        except ParseError:
+            self.dropped += 1
+
+    def _send_channel_packets(self, now: float) -> None:
+        assert self._channels is not None
+        if self._dtls.state is not DtlsState.CONNECTED:
+            return
+        for packet in self._channels.packets_to_send(now):
+            self._dtls.send_application_data(packet)
+        self._flush_dtls()
 
     def _move_to(self, address: Address) -> None:
         """Send to ``address`` from now on (a nomination, or ICE following a moved client)."""

@@ -20,21 +20,25 @@ import os
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from voicewire.agents.api import Agent, Call, CallStats
 from voicewire.rtc.audio_stream import AudioParams, AudioReceived
 from voicewire.rtc.certificate import Certificate
+from voicewire.rtc.data_channel import ChannelClosed, ChannelMessage, ChannelOpened
 from voicewire.rtc.errors import ParseError
 from voicewire.rtc.session import (
     AddressChanged,
     AddressValidated,
     CloseReason,
+    DataChannelParams,
     Session,
     SessionClosed,
     SessionConnected,
     SessionParams,
     SessionState,
 )
+from voicewire.transceiver import event_channel
 from voicewire.transceiver.live_call import LiveCall
 from voicewire.transceiver.metrics import TransceiverMetrics
 from voicewire.transceiver.session_request import NoCapacity, SessionGrant, SessionRequest
@@ -130,9 +134,14 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
             remote_fingerprints=request.remote_fingerprints,
             dtls_role=role,
             audio=audio,
+            data_channel=None
+            if request.data_channel is None
+            else DataChannelParams(*request.data_channel, random_bytes=os.urandom),
             consent_timeout=self.consent_timeout,
         )
-        live = LiveCall(call_id, Session(params, self.certificate, now), now)
+        live = LiveCall(
+            call_id, Session(params, self.certificate, now), now, request.session_config
+        )
         live.call = Call(call_id, _Outlet(self, live))
         self._calls[call_id] = live
         self._by_ufrag[ufrag] = live
@@ -207,18 +216,21 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
         self._pump(live)
 
     def _pump(self, live: LiveCall) -> None:
-        """Apply one change's consequences: send, handle events, re-arm the timer."""
+        """Apply one change's consequences: send, handle events, re-arm the timer.
+
+        Handling an event may make the session send more (an answer on the events channel), so
+        datagrams are drained before each event, and once more at the end.
+        """
         session = live.session
-        transport = self._transport
-        for datagram, client in session.datagrams_to_send():
-            relay = live.relays.get(client)
-            if relay is None or transport is None:
-                self.metrics.drop("no_route")
-                continue
-            transport.sendto(live.header_for(client) + datagram, relay)
-        while (event := session.next_event()) is not None:
+        while True:
+            self._send(live, session.datagrams_to_send())
+            event = session.next_event()
+            if event is None:
+                break
             if isinstance(event, AudioReceived):
                 live.call.deliver(event)
+            elif isinstance(event, ChannelMessage):
+                self._on_channel_message(live, event)
             elif isinstance(event, AddressValidated):
                 previous = self._by_address.get(event.address)
                 if previous is not None and previous is not live:
@@ -227,12 +239,39 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
                 live.addresses.add(event.address)
             elif isinstance(event, SessionConnected):
                 self._on_connected(live)
+            elif isinstance(event, ChannelOpened):
+                if event.label == event_channel.LABEL and live.events_channel is None:
+                    live.events_channel = event.channel_id
+                    live.call.send_event(
+                        event_channel.session_created(live.call_id, live.session_config)
+                    )
+            elif isinstance(event, ChannelClosed):
+                if event.channel_id == live.events_channel:
+                    live.events_channel = None
             elif isinstance(event, AddressChanged):
                 log.info("client moved", extra={"call_id": live.call_id, "to": event.new})
             elif isinstance(event, SessionClosed):
                 self._on_closed(live, event)
                 return
         self._timers.schedule(live, session.get_timer())
+
+    def _send(self, live: LiveCall, datagrams: list[tuple[bytes, tuple]]) -> None:
+        transport = self._transport
+        for datagram, client in datagrams:
+            relay = live.relays.get(client)
+            if relay is None or transport is None:
+                self.metrics.drop("no_route")
+                continue
+            transport.sendto(live.header_for(client) + datagram, relay)
+
+    def _on_channel_message(self, live: LiveCall, message: ChannelMessage) -> None:
+        if message.channel_id != live.events_channel:
+            return  # a channel no agent convention covers: nothing listens to it
+        event, error = event_channel.decode(message.data)
+        if event is not None:
+            live.call.deliver_event(event)
+        else:
+            live.call.send_event(error)
 
     def _on_connected(self, live: LiveCall) -> None:
         live.connected_at = self._loop.time()
@@ -306,6 +345,16 @@ class _Outlet:
 
     def stats(self) -> CallStats:
         return self._live.stats()
+
+    def send_event(self, event: dict[str, Any]) -> bool:
+        live = self._live
+        if live.events_channel is None:
+            return False
+        live.session.send_message(
+            live.events_channel, event_channel.encode(event), self._endpoint._loop.time()
+        )
+        self._endpoint._pump(live)
+        return True
 
 
 def _ntp_offset(loop_now: float) -> float:

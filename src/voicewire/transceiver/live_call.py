@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from voicewire.agents.api import Call, CallStats
 from voicewire.rtc.session import Session
@@ -21,6 +22,8 @@ class LiveCall:
     call_id: str
     session: Session
     created_at: float
+    session_config: dict[str, Any]
+    """The client's ``session`` object from signaling, echoed in ``session.created``."""
     call: Call = field(init=False)
     relays: dict[Address, tuple] = field(default_factory=dict)
     """Client address → the relay address it was last heard through."""
@@ -29,6 +32,8 @@ class LiveCall:
     addresses: set[Address] = field(default_factory=set)
     """Every client address indexed for this call; all are removed when it closes."""
     connected_at: float | None = None
+    events_channel: int | None = None
+    """The id of the client's ``oai-events`` data channel, once open."""
     agent_task: asyncio.Task | None = None
 
     def header_for(self, client: Address) -> bytes:

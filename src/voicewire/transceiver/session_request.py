@@ -21,6 +21,8 @@ class SessionRequest:
     """The offer's ``a=setup``: which DTLS roles we may take."""
     audio_payload_type: int
     """The Opus payload type the offer chose."""
+    data_channel: tuple[int, int] | None = None
+    """The offer's data channel section as (``a=sctp-port``, ``a=max-message-size``), if any."""
     session_config: dict[str, Any] = field(default_factory=dict)
     """The OpenAI-style ``session`` object sent with the offer, for the agent."""
 
