@@ -1,4 +1,4 @@
-"""The ``oai-events`` data channel end to end: aiortc's SCTP and DCEP against ours, via the relay."""
+"""The ``oai-events`` data channel end to end: aiortc's SCTP and DCEP against ours, via relay."""
 
 from __future__ import annotations
 
