@@ -23,6 +23,7 @@ from voicewire.agents.api import Agent
 from voicewire.agents.registry import AGENTS
 from voicewire.flags import fail, flag, host_port, log_level_flag
 from voicewire.gateway.app import create_app
+from voicewire.gateway.keys import KeyStore
 from voicewire.gateway.signaling import Signaling
 from voicewire.relay.allow_list import AllowList
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
@@ -32,6 +33,7 @@ from voicewire.transceiver.endpoint import TransceiverEndpoint
 from voicewire.wire.routing_token import RoutingKeys
 
 log = logging.getLogger("voicewire.serve")
+API_KEYS_ENV = "VOICEWIRE_API_KEYS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     log_level_flag(parser)
 
 
+def api_keys_from_environment() -> tuple[str, ...]:
+    """Server API keys, comma-separated in ``VOICEWIRE_API_KEYS`` (never a flag: argv is public)."""
+    return tuple(key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",") if key.strip())
+
+
 def run(args: argparse.Namespace, prog: str) -> int:
     logs.configure(args.log_level)
     with contextlib.suppress(ImportError):
@@ -104,6 +111,7 @@ async def _serve(args: argparse.Namespace, public: tuple[str, int]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     stack = EmbeddedStack(
+        api_keys=api_keys_from_environment(),
         http=args.http,
         udp=args.udp,
         public_address=public,
@@ -112,11 +120,12 @@ async def _serve(args: argparse.Namespace, public: tuple[str, int]) -> None:
         log_level=args.log_level,
     )
     async with stack:
-        log.warning(
-            "signaling is open: no API keys are checked, so anyone who can reach the HTTP "
-            "address can start calls; keep it on loopback or behind an authenticating proxy",
-            extra={"http": args.http},
-        )
+        if stack.keys.open:
+            log.warning(
+                "signaling is open: no API keys are set (VOICEWIRE_API_KEYS), so anyone who can "
+                "reach the HTTP address can start calls and mint keys; keep it on loopback",
+                extra={"http": args.http},
+            )
         log.info("serving", extra={"url": stack.url, "udp": stack.public, "agent": args.agent})
         print(
             f"voicewire is serving {stack.url}  (UDP {stack.public[0]}:{stack.public[1]}, "
@@ -143,10 +152,12 @@ class EmbeddedStack:
         agent_factory: Callable[[], Agent],
         max_sessions: int = 200,
         consent_timeout: float = 30.0,
+        api_keys: tuple[str, ...] = (),
         log_level: str = "info",
     ) -> None:
         keys = RoutingKeys([(1, os.urandom(32))])  # fresh each start, shared in memory only
         self._http = http
+        self.keys = KeyStore(api_keys)
         self.relay = RelaySupervisor(
             RelayConfig(
                 listen=udp,
@@ -185,6 +196,7 @@ class EmbeddedStack:
                 Signaling(transceiver, self.public),
                 lambda: self.relay.ready() and not transceiver.draining,
                 [transceiver.metrics.registry],
+                self.keys,
             )
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()

@@ -83,7 +83,9 @@ async def test_connect_hears_the_echo_and_draws_stats(demo: Demo, tmp_path: Path
     await demo.open()
     response, connected_at = await connect(demo)
 
-    # The signaling contract the page relies on (DESIGN §6).
+    # The signaling contract the page relies on (DESIGN §6), with a key the page minted.
+    authorization = (await response.request.all_headers())["authorization"]
+    assert authorization.startswith("Bearer ek_")
     assert response.status == 201
     assert response.headers["content-type"].split(";")[0].strip() == "application/sdp"
     assert re.fullmatch(CALLS_PATH + r"/[^/]+", urlsplit(response.headers["location"]).path)

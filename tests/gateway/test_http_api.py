@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from voicewire.agents.echo import EchoAgent
 from voicewire.gateway.app import MAX_OFFER_BYTES, create_app
+from voicewire.gateway.keys import KeyStore
 from voicewire.gateway.signaling import Signaling
 from voicewire.rtc import sdp
 from voicewire.transceiver.endpoint import TransceiverEndpoint
@@ -33,7 +34,9 @@ async def transceiver():
 
 @pytest.fixture
 async def client(transceiver):
-    app = create_app(Signaling(transceiver, RELAY), lambda: True, [transceiver.metrics.registry])
+    app = create_app(
+        Signaling(transceiver, RELAY), lambda: True, [transceiver.metrics.registry], KeyStore(())
+    )
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 

@@ -9,6 +9,7 @@ whose ``DELETE`` hangs up. Errors are JSON with the right status (``errors.py``)
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from voicewire.gateway.errors import ApiError, json_errors
+from voicewire.gateway.keys import DEFAULT_TTL, KeyStore, Unauthorized
 from voicewire.gateway.signaling import Signaling
 
 MAX_OFFER_BYTES = 64 * 1024
@@ -29,17 +31,23 @@ _CORS = {
 }
 
 SIGNALING = web.AppKey("signaling", Signaling)
+KEYS = web.AppKey("keys", KeyStore)
 READY = web.AppKey("ready", Callable[[], bool])
 REGISTRIES = web.AppKey("registries", list[CollectorRegistry])
 
 
 def create_app(
-    signaling: Signaling, ready: Callable[[], bool], registries: list[CollectorRegistry]
+    signaling: Signaling,
+    ready: Callable[[], bool],
+    registries: list[CollectorRegistry],
+    keys: KeyStore,
 ) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_OFFER_BYTES + 4096)
     app[SIGNALING] = signaling
+    app[KEYS] = keys
     app[READY] = ready
     app[REGISTRIES] = registries
+    app.router.add_post("/v1/realtime/client_secrets", post_client_secret)
     app.router.add_post("/v1/realtime/calls", post_call)
     app.router.add_delete("/v1/realtime/calls/{call_id}", delete_call)
     app.router.add_post("/whip", post_call)
@@ -55,9 +63,38 @@ def create_app(
     return app
 
 
+async def post_client_secret(request: web.Request) -> web.Response:
+    """Mint an ``ek_`` key for a browser (OpenAI's client secrets convention)."""
+    keys = request.app[KEYS]
+    _authorized(lambda: keys.check_api_key(request.headers.get("Authorization")))
+    body = await _json_object(request)
+    expires = body.get("expires_after") or {}
+    session = body.get("session") or {}
+    if not isinstance(expires, dict) or expires.get("anchor", "created_at") != "created_at":
+        raise ApiError(400, "expires_after must be {'anchor': 'created_at', 'seconds': N}")
+    if not isinstance(session, dict):
+        raise ApiError(400, "session must be a JSON object")
+    seconds = expires.get("seconds", DEFAULT_TTL)
+    if not isinstance(seconds, int) or isinstance(seconds, bool):
+        raise ApiError(400, "expires_after.seconds must be an integer")
+    try:
+        key = keys.mint(seconds, session, time.time())
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    except OverflowError as exc:
+        raise ApiError(503, str(exc)) from None
+    return web.json_response(
+        {"value": key.value, "expires_at": int(key.expires_at), "session": key.session}
+    )
+
+
 async def post_call(request: web.Request) -> web.Response:
+    keys = request.app[KEYS]
+    bound = _authorized(
+        lambda: keys.authorize_call(request.headers.get("Authorization"), time.time())
+    )
     offer, session = await _read_offer(request)
-    call_id, answer = request.app[SIGNALING].answer(offer, session)
+    call_id, answer = request.app[SIGNALING].answer(offer, {**session, **bound})
     base = "/whip" if request.path.startswith("/whip") else "/v1/realtime/calls"
     return web.Response(
         status=201,
@@ -81,6 +118,25 @@ async def patch_whip(request: web.Request) -> web.Response:
 
 async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={**_CORS, "Accept-Post": "application/sdp"})
+
+
+def _authorized(check: Callable[[], Any]) -> Any:
+    try:
+        return check()
+    except Unauthorized as exc:
+        raise ApiError(401, str(exc)) from None
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    if not await request.read():
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
 
 
 async def _read_offer(request: web.Request) -> tuple[str, dict[str, Any]]:

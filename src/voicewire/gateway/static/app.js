@@ -13,6 +13,7 @@
 
 (() => {
   const CALLS_URL = "/v1/realtime/calls";
+  const SECRETS_URL = "/v1/realtime/client_secrets";
   const STATS_INTERVAL_MS = 500;
   const CHART_WINDOW_MS = 60_000;
   const MAX_EVENTS = 200;
@@ -90,7 +91,23 @@
     return c;
   }
 
+  // The page mints a short-lived key and calls with it, as an OpenAI Realtime web client does
+  // with the key its backend mints. An open server (voicewire serve without VOICEWIRE_API_KEYS)
+  // mints for anyone; one with API keys refuses, and the page says so.
+  async function mintKey(signal) {
+    const response = await fetch(SECRETS_URL, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ expires_after: { anchor: "created_at", seconds: 60 } }),
+      signal,
+    });
+    if (!response.ok) throw new Error(await refusal(response));
+    return (await response.json()).value;
+  }
+
   async function setUp(c) {
+    const key = mintKey(c.abort.signal); // in parallel with the microphone prompt
+    key.catch(() => {}); // awaited below; don't report it twice
     let mic;
     try {
       mic = await navigator.mediaDevices.getUserMedia({
@@ -118,11 +135,18 @@
     c.dc.onmessage = (event) => logEvent(event.data);
 
     await pc.setLocalDescription(await pc.createOffer());
+    let bearer;
+    try {
+      bearer = await key;
+    } catch (err) {
+      if (c.closed) throw new CallAborted("hung up");
+      throw err;
+    }
     let response;
     try {
       response = await fetch(CALLS_URL, {
         method: "POST",
-        headers: { "Content-Type": "application/sdp" },
+        headers: { "Content-Type": "application/sdp", Authorization: `Bearer ${bearer}` },
         body: pc.localDescription.sdp,
         signal: c.abort.signal,
       });
