@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from OpenSSL import SSL
 
+from tests.rtc.engine_events import drain
 from voicewire.rtc.certificate import Certificate
 from voicewire.rtc.dtls import (
     DtlsApplicationData,
@@ -40,13 +41,6 @@ def offered(certificate: Certificate) -> list[tuple[str, str]]:
     """The `a=fingerprint` list an offer naming `certificate` would carry."""
     name, value = certificate.sdp_fingerprint.split(" ")
     return [(name, value)]
-
-
-def drain(endpoint: DtlsEndpoint) -> list:
-    events = []
-    while (event := endpoint.next_event()) is not None:
-        events.append(event)
-    return events
 
 
 @dataclass

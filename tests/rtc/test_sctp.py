@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.rtc.engine_events import drain
 from voicewire.rtc.errors import LocalError, ParseError
 from voicewire.rtc.sctp import (
     COOKIE_LIFETIME,
@@ -49,13 +50,6 @@ def association(seed: int, **overrides) -> SctpAssociation:
     )
     options.update(overrides)
     return SctpAssociation(**options)
-
-
-def drain(endpoint) -> list:
-    events = []
-    while (event := endpoint.next_event()) is not None:
-        events.append(event)
-    return events
 
 
 @dataclass
