@@ -210,6 +210,18 @@ def test_audio_out_is_paced_in_real_time_and_barge_in_reports_what_was_played():
     assert len(client.received_rtp) == 6  # nothing after the barge-in
 
 
+def test_frames_queued_early_still_leave_20_ms_apart():
+    """An echo's frames arrive as the jitter buffer releases them, sometimes early."""
+    session, client, _ = connected_pair()
+    session.queue_audio(bytes(FRAME_BYTES), 1.0)
+    exchange(session, client, 1.0)
+    session.queue_audio(bytes(FRAME_BYTES), 1.005)  # the queue ran dry 5 ms ago
+    exchange(session, client, 1.005)
+    assert len(client.received_rtp) == 1
+    advance(session, client, 1.05)
+    assert [t for t, _ in client.received_rtp] == pytest.approx([1.0, 1.02])
+
+
 def test_silence_advances_rtp_time_and_marks_the_next_talkspurt():
     session, client, _ = connected_pair()
     session.queue_audio(bytes(FRAME_BYTES), 1.0)

@@ -7,7 +7,8 @@ schedule; a gap is concealed, or rebuilt from the next packet's in-band FEC when
 there (RFC 7587 §3.3 / RFC 6716 §2.1.7). Every 20 ms the agent gets one ``AudioReceived``.
 
 Outbound: the agent queues PCM of any length whenever it likes; frames leave at real-time pace,
-the first at once (no latency added when the stream was idle), the rest every 20 ms. A late
+the first at once when the stream was idle (no latency added), the rest every 20 ms, and never
+two closer than 20 ms apart. A late
 timer sends the frames that are due, but never more than ``_MAX_BURST``: beyond that it skips
 the schedule forward instead of bursting, because a burst only moves the delay into the
 client's jitter buffer. When the queue runs dry nothing is sent (the browser treats the gap as
@@ -144,8 +145,11 @@ class AudioStream:
             self._played_samples = 0  # a new utterance starts
         self._queue += pcm
         if starting and self._started:
-            self._next_send = now
-            self._send_due(now)  # the first frame leaves now: an idle stream adds no delay
+            # The first frame leaves now if the stream was idle, but never sooner than 20 ms
+            # after the previous frame: an echo's input arrives as the jitter buffer releases
+            # it, sometimes early, and passing that on would hand the client our jitter.
+            self._next_send = max(now, self._idle_since)
+            self._send_due(now)
 
     def clear_audio(self) -> float:
         played_ms = 1000 * self._played_samples / SAMPLE_RATE
