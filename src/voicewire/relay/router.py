@@ -11,13 +11,19 @@ header names C; the flow C → T is (re)learned, so a restarted relay recovers a
 from the first downstream packet instead of waiting for the next consent check.
 
 The router never answers a client and never names a destination that neither a valid token nor
-an allow-listed source gave it. Addresses are kept in the form the sockets use, so that flow keys
-equal what ``recvfrom`` returns and routes can be handed to ``sendto`` unchanged.
+an allow-listed source gave it.
+
+Addresses are socket address bytes: ``struct sockaddr_in`` or ``sockaddr_in6`` exactly as
+recvmmsg(2) writes them and sendmmsg(2) reads them (see ``mmsg``), for the family of the socket
+concerned; an IPv6 socket sees IPv4 peers as IPv4-mapped. Flow keys are therefore what the kernel
+gave, with no address string built per datagram, and routes go back to the kernel unchanged. The
+functions below convert between these bytes, relay headers and (host, port).
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 from typing import NamedTuple
 
 from voicewire.relay.allow_list import AllowList
@@ -26,13 +32,86 @@ from voicewire.relay.flow_table import FlowTable
 from voicewire.wire import relay_header, stun_username
 from voicewire.wire.routing_token import RoutingKeys, TokenError
 
-Address = tuple  # what recvfrom returns: (host, port) or (host, port, flowinfo, scope_id)
+SockAddr = bytes  # struct sockaddr_in (16 bytes) or struct sockaddr_in6 (28 bytes)
+
+# sa_family is in host byte order, port and address in network order (as in a relay header).
+_AF_INET = socket.AF_INET.to_bytes(2, sys.byteorder)
+_AF_INET6 = socket.AF_INET6.to_bytes(2, sys.byteorder)
+_SIN_ZERO = bytes(8)
+_FLOWINFO = _SCOPE_ID = bytes(4)
+_V4_MAPPED = bytes(10) + b"\xff\xff"  # RFC 4291 §2.5.5.2
+_HEADER_V4 = bytes((relay_header.VERSION, 4))
+_HEADER_V6 = bytes((relay_header.VERSION, 6))
+_MAX_TRANSCEIVERS = 4096
+
+
+def _sockaddr_in(port: bytes | memoryview, address: bytes | memoryview) -> SockAddr:
+    return _AF_INET + port + address + _SIN_ZERO
+
+
+def _sockaddr_in6(port: bytes | memoryview, address: bytes | memoryview) -> SockAddr:
+    return _AF_INET6 + port + _FLOWINFO + address + _SCOPE_ID
+
+
+def to_sockaddr(host: str, port: int, v6: bool) -> SockAddr | None:
+    """(host, port) as an IPv6 (``v6``) or IPv4 socket addresses it, or None if it cannot.
+
+    An IPv6 socket reaches IPv4 hosts as IPv4-mapped addresses; an IPv4 socket reaches no IPv6.
+    """
+    packed_port = port.to_bytes(2, "big")
+    if ":" in host:
+        return _sockaddr_in6(packed_port, socket.inet_pton(socket.AF_INET6, host)) if v6 else None
+    address = socket.inet_pton(socket.AF_INET, host)
+    if v6:
+        return _sockaddr_in6(packed_port, _V4_MAPPED + address)
+    return _sockaddr_in(packed_port, address)
+
+
+def from_sockaddr(address: SockAddr) -> tuple[str, int]:
+    """(host, port) of a socket address; IPv4-mapped hosts stay in their ``::ffff:`` form."""
+    port = int.from_bytes(address[2:4], "big")
+    if len(address) == 16:
+        return socket.inet_ntop(socket.AF_INET, address[4:8]), port
+    return socket.inet_ntop(socket.AF_INET6, address[8:24]), port
+
+
+def header_of(client: SockAddr) -> bytes:
+    """The relay header naming the client at this socket address (DESIGN §3).
+
+    Both layouts hold the port and then the address in network order, as the header does, so
+    this is slicing; an IPv4-mapped client is an IPv4 client on the wire.
+    """
+    if len(client) == 16:
+        return _HEADER_V4 + client[2:8]
+    port, address = client[2:4], client[8:24]
+    if address[:12] == _V4_MAPPED:
+        return _HEADER_V4 + port + address[12:]
+    return _HEADER_V6 + port + address
+
+
+def client_of(datagram: bytes | memoryview, v6: bool) -> tuple[SockAddr | None, int]:
+    """Read the relay header in front of a downstream datagram, accepting exactly what
+    ``relay_header.decode`` accepts: the client's address for an IPv6 (``v6``) or IPv4 socket,
+    or None when that socket cannot reach it, and the payload offset. Raises HeaderError."""
+    size = len(datagram)
+    if size < relay_header.SIZE_V4 or datagram[0] != relay_header.VERSION:
+        raise relay_header.HeaderError("not a relay header")
+    family = datagram[1]
+    if family == 4:
+        if v6:
+            return _sockaddr_in6(datagram[2:4], _V4_MAPPED + datagram[4:8]), relay_header.SIZE_V4
+        return _sockaddr_in(datagram[2:4], datagram[4:8]), relay_header.SIZE_V4
+    if family == 6 and size >= relay_header.SIZE_V6:
+        if v6:
+            return _sockaddr_in6(datagram[2:4], datagram[4:20]), relay_header.SIZE_V6
+        return None, relay_header.SIZE_V6
+    raise relay_header.HeaderError("unknown address family or truncated header")
 
 
 class Route(NamedTuple):
     """Where a client's datagrams go, with its relay header ready to prepend."""
 
-    transceiver: Address
+    transceiver: SockAddr
     header: bytes
     ufrag: bytes | None  # the verified server ufrag, or None when learned from downstream
 
@@ -53,15 +132,16 @@ class Router:
         self.counters = counters if counters is not None else RelayCounters()
         self._public_v6 = public_family == socket.AF_INET6
         self._internal_v6 = internal_family == socket.AF_INET6
+        self._transceivers: set[SockAddr] = set()  # internal peers found in the allow-list
 
-    def route_upstream(self, datagram: bytes | memoryview, client: Address) -> Route | None:
+    def route_upstream(self, datagram: bytes | memoryview, client: SockAddr) -> Route | None:
         """The route for a datagram from a client, or None (dropped and counted)."""
         route = self.flows.get(client)
         if route is not None and datagram and datagram[0] > 3:  # RFC 7983: not STUN
             return route
         return self._admit(datagram, client, route)
 
-    def _admit(self, datagram: bytes | memoryview, client: Address, route: Route | None):
+    def _admit(self, datagram: bytes | memoryview, client: SockAddr, route: Route | None):
         drops = self.counters.drops
         if not datagram:
             drops[Drop.MALFORMED] += 1
@@ -90,33 +170,29 @@ class Router:
         if not self.allow.permits(host):
             drops[Drop.NOT_ALLOWED] += 1
             return None
-        transceiver = self._internal_address(host, port)
+        transceiver = to_sockaddr(host, port, self._internal_v6)
         if transceiver is None:
             drops[Drop.UNREACHABLE] += 1
             return None
-        route = Route(transceiver, relay_header.encode(client[0], client[1]), ufrag)
+        route = Route(transceiver, header_of(client), ufrag)
         self.flows.install(client, route)
         self.counters.learned_from_stun += 1
         return route
 
     def route_downstream(
-        self, datagram: bytes | memoryview, transceiver: Address
-    ) -> tuple[Address, int] | None:
+        self, datagram: bytes | memoryview, transceiver: SockAddr
+    ) -> tuple[SockAddr, int] | None:
         """For a datagram from the internal side: (client, payload offset), or None (dropped)."""
         drops = self.counters.drops
-        if not self.allow.permits(transceiver[0]):
+        if transceiver not in self._transceivers and not self._allowed(transceiver):
             drops[Drop.NOT_ALLOWED] += 1
             return None
         try:
-            family, host, port, offset = relay_header.decode(datagram)
+            client, offset = client_of(datagram, self._public_v6)
         except relay_header.HeaderError:
             drops[Drop.MALFORMED] += 1
             return None
-        if family == 4:
-            client = (f"::ffff:{host}", port, 0, 0) if self._public_v6 else (host, port)
-        elif self._public_v6:
-            client = (host, port, 0, 0)
-        else:
+        if client is None:
             drops[Drop.UNREACHABLE] += 1
             return None
         route = self.flows.get(client)
@@ -129,8 +205,11 @@ class Router:
         """Age the flow table one step (call every ``flows.rotation_period`` seconds)."""
         self.counters.expired += self.flows.rotate()
 
-    def _internal_address(self, host: str, port: int) -> Address | None:
-        """A token's transceiver address in the form the internal socket sends to."""
-        if ":" not in host:
-            return (f"::ffff:{host}", port, 0, 0) if self._internal_v6 else (host, port)
-        return (host, port, 0, 0) if self._internal_v6 else None
+    def _allowed(self, peer: SockAddr) -> bool:
+        """Is this internal peer in the allow-list? Only peers found in it are remembered
+        (transceivers are few), so strangers cannot grow the set."""
+        if not self.allow.permits(from_sockaddr(peer)[0]):
+            return False
+        if len(self._transceivers) < _MAX_TRANSCEIVERS:
+            self._transceivers.add(peer)
+        return True
