@@ -64,6 +64,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from machine import cpu_busy
+
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"
 LOCK_PATH = "/tmp/voicewire-bench.lock"
@@ -183,19 +185,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def _cpu_busy() -> dict[str, float]:
-    """Busy seconds per CPU so far, from /proc/stat (irq and softirq included)."""
-    busy = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu") and line[3] != " ":
-            name, *values = line.split()
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, values[:8])
-            busy[name] = (user + nice + system + irq + softirq) / tick
-            busy[name + "_steal"] = steal / tick
-    return busy
 
 
 def _udp_drops(pids: Sequence[int]) -> int:
@@ -424,7 +413,7 @@ def _window(
 ) -> dict:
     load_cpu, server_cpu = f"cpu{args.load_cpu}", f"cpu{args.server_cpu}"
     ours = _our_load_pids(server, client)
-    busy0, cpu0, drops0 = _cpu_busy(), _cpu_seconds(server.pid), _udp_drops(server.pids)
+    busy0, cpu0, drops0 = cpu_busy(), _cpu_seconds(server.pid), _udp_drops(server.pids)
     ours0 = sum(_cpu_seconds(pid) for pid in ours)
     wall0 = time.monotonic()
     # RTCP reports sent during the settling time may open the window's inbound-loss interval.
@@ -433,7 +422,7 @@ def _window(
         {"cmd": "measure", "seconds": plan.hold, "lookback": lookback}, plan.hold + 30
     )
     wall = time.monotonic() - wall0
-    busy1, cpu1, drops1 = _cpu_busy(), _cpu_seconds(server.pid), _udp_drops(server.pids)
+    busy1, cpu1, drops1 = cpu_busy(), _cpu_seconds(server.pid), _udp_drops(server.pids)
     ours1 = sum(_cpu_seconds(pid) for pid in ours)
     server.check_alive()
     cpu = (cpu1 - cpu0) / wall
@@ -453,9 +442,9 @@ def _wait_until_quiet(server: Server, client: LoadClient, limit: float = 60.0) -
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         ours = [server.pid, *_our_load_pids(server, client)]
-        busy0, ours0, wall0 = _cpu_busy(), sum(_cpu_seconds(p) for p in ours), time.monotonic()
+        busy0, ours0, wall0 = cpu_busy(), sum(_cpu_seconds(p) for p in ours), time.monotonic()
         time.sleep(2.0)
-        busy1, ours1 = _cpu_busy(), sum(_cpu_seconds(p) for p in ours)
+        busy1, ours1 = cpu_busy(), sum(_cpu_seconds(p) for p in ours)
         cpus = [c for c in busy1 if not c.endswith("_steal")]
         others = sum(busy1[c] - busy0[c] for c in cpus) - (ours1 - ours0)
         if others / (time.monotonic() - wall0) < 0.1:

@@ -45,6 +45,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from machine import cpu_busy
+
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
 from voicewire.wire.routing_token import RoutingKeys
 
@@ -161,19 +163,6 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy() -> dict[str, float]:
-    """Busy and steal seconds per CPU so far, from /proc/stat (softirq included: ours counts)."""
-    busy = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu") and line[3] != " ":
-            name, *values = line.split()
-            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, values[:8])
-            busy[name] = (user + nice + system + irq + softirq) / tick
-            busy[name + "_steal"] = steal / tick
-    return busy
 
 
 def _udp_drops(port: int) -> int:
@@ -341,7 +330,7 @@ def _one_trial(
     argv += ["--gso", "1" if gso else "0", "--setup-timeout", f"{setup_timeout}"]
     argv += ["--sink-buffer", str(SINK_BUFFER)]
     drops_before = _udp_drops(target.port) if target.process else 0
-    busy_before = _machine_busy()
+    busy_before = cpu_busy()
     ours_before = _cpu_seconds(target.pids)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
@@ -356,7 +345,7 @@ def _one_trial(
     wall = time.monotonic() - started
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     ours = _cpu_seconds(target.pids) - ours_before
-    busy_after = _machine_busy()
+    busy_after = cpu_busy()
     if process.returncode != 0:
         target.check_alive()
         raise BenchError(
@@ -518,9 +507,9 @@ def machine_facts() -> dict:
 
 def busy_share(seconds: float = 1.0) -> float:
     """How busy the machine is, as a share of all its CPUs, over the next ``seconds``."""
-    before = _machine_busy()
+    before = cpu_busy()
     time.sleep(seconds)
-    after = _machine_busy()
+    after = cpu_busy()
     cpus = [name for name in after if not name.endswith("_steal")]
     return sum(after[c] - before[c] for c in cpus) / (seconds * len(cpus))
 
