@@ -24,17 +24,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import signal
 import sys
-import time
 
 import aioice.ice
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+
+from voicewire import logs
 
 BLANK_PAGE = "<!doctype html><meta charset=utf-8><title>aiortc echo</title>\n"
 CALLS = "/v1/realtime/calls"
@@ -48,23 +48,8 @@ def loopback_only() -> None:
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
 def info(msg: str, **fields: object) -> None:
-    log.info(msg, extra={"fields": fields})
+    log.info(msg, extra=fields)
 
 
 class EchoCalls:
@@ -176,10 +161,7 @@ def main() -> int:
     parser.add_argument("--http", default="127.0.0.1:0", metavar="HOST:PORT")
     args = parser.parse_args()
     host, _, port = args.http.rpartition(":")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel(logging.WARNING)
+    logs.configure("warning")  # voicewire's JSON lines, so both servers' logs read alike
     log.setLevel(logging.INFO)
     loopback_only()
     with contextlib.suppress(ImportError):
