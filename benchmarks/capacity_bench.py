@@ -64,11 +64,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from machine import cpu_busy
+from machine import LOCK_PATH, cpu_busy, lock_held
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"
-LOCK_PATH = "/tmp/voicewire-bench.lock"
 PYTHON = sys.executable
 FRAME = 0.020
 
@@ -203,15 +202,6 @@ def _udp_drops(pids: Sequence[int]) -> int:
         if fields[9] in inodes:
             drops += int(fields[-1])
     return drops
-
-
-def lock_held() -> bool:
-    """Whether this process inherited a descriptor on the shared lock (i.e. runs under flock)."""
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{fd}") == LOCK_PATH:
-                return True
-    return False
 
 
 # --- servers and the load client ----------------------------------------------------------------

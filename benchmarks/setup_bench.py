@@ -72,6 +72,7 @@ import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
+from machine import LOCK_PATH, lock_held
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 
@@ -88,7 +89,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-LOCK_PATH = "/tmp/voicewire-bench.lock"
 CALLS_PATH = "/v1/realtime/calls"
 WARMUP = 3
 START_TIMEOUT = 20.0  # a server prints its "serving" line within this
@@ -596,15 +596,6 @@ class CpuWatch:
         used = sum(v - self.ours0.get(pid, 0.0) for pid, v in ours.items())
         wall = time.monotonic() - self.wall0
         return max(0.0, (busy - self.busy0) - used) / wall
-
-
-def lock_held() -> bool:
-    """Whether this process inherited a descriptor on the shared lock (i.e. runs under flock)."""
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/self/fd/{fd}") == LOCK_PATH:
-                return True
-    return False
 
 
 # Report.
