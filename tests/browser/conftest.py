@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from pathlib import Path
 import pytest
 from playwright import async_api as playwright_api  # noqa: E402
 
+from tests import speech
+
 CHROMIUM = "/usr/bin/chromium"
 SERVE_START_TIMEOUT = 15.0
 SPEECH = (
@@ -40,31 +41,15 @@ SPEECH = (
 )
 
 
-def _require(*programs: str) -> None:
-    missing = [program for program in programs if shutil.which(program) is None]
-    if missing:
-        pytest.fail(
-            f"browser tests need {', '.join(missing)}: run `make test`, which installs them"
-        )
-
-
 @pytest.fixture(scope="session")
 def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Speech made offline, looped to 6 s so that the fake microphone is never silent for long."""
-    _require("espeak-ng", "sox")
-    folder = tmp_path_factory.mktemp("speech")
-    spoken = folder / "espeak.wav"
-    fixture = folder / "speech-48k-mono.wav"
-    subprocess.run(["espeak-ng", "-w", str(spoken), SPEECH], check=True, capture_output=True)
-    subprocess.run(
-        # 48 kHz mono 16-bit, as Opus and Chromium's capture expect; normalised to -3 dBFS;
-        # a short pause between loops; repeated well past 6 s and cut to exactly 6 s.
-        ["sox", str(spoken), "-r", "48000", "-c", "1", "-b", "16", str(fixture)]
-        + ["norm", "-3", "pad", "0", "0.2", "repeat", "10", "trim", "0", "6"],
-        check=True,
-        capture_output=True,
+    """Speech made offline, looped to 6 s so that the fake microphone is never silent for long:
+    a short pause between loops, repeated well past 6 s and cut to exactly 6 s."""
+    return speech.speech_wav(
+        SPEECH,
+        tmp_path_factory.mktemp("speech"),
+        effects=("pad", "0", "0.2", "repeat", "10", "trim", "0", "6"),
     )
-    return fixture
 
 
 class ServeProcess:

@@ -13,7 +13,9 @@ from voicewire.serve import EmbeddedStack
 
 
 class EventEcho:
-    """Answers every client event with an event that carries it back."""
+    """Answers every client event it handles with an event that carries it back."""
+
+    handles = frozenset({"response.create", "conversation.item.create"})
 
     async def run(self, call: Call) -> None:
         async for event in call.events():
@@ -53,7 +55,9 @@ async def test_session_created_then_events_both_ways(events_stack):
         assert created["event_id"].startswith("event_")
         assert created["session"]["id"] == client.location.rsplit("/", 1)[1]
 
-        big = {"type": "conversation.item.create", "text": "é" * 32_000 + "x" * 1_000}
+        text = "é" * 32_000 + "x" * 1_000
+        content = [{"type": "input_text", "text": text}]
+        big = {"type": "conversation.item.create", "item": {"type": "message", "content": content}}
         client.channel.send(json.dumps(big))  # ~65 KiB of UTF-8: fragmented by SCTP
         echoed = await next_event(inbox)
         assert echoed["type"] == "test.echo" and echoed["original"] == big

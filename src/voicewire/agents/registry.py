@@ -6,5 +6,6 @@ from collections.abc import Callable
 
 from voicewire.agents.api import Agent
 from voicewire.agents.echo import EchoAgent
+from voicewire.agents.parrot import ParrotAgent
 
-AGENTS: dict[str, Callable[[], Agent]] = {"echo": EchoAgent}
+AGENTS: dict[str, Callable[[], Agent]] = {"echo": EchoAgent, "parrot": ParrotAgent}

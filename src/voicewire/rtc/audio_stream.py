@@ -16,7 +16,10 @@ DTX); the RTP timestamp still advances by the silence, and the next packet carri
 (RFC 3551 §4.1) so the receiver can re-anchor its playout.
 
 Barge-in: ``clear_audio`` drops the queue at once and says how much of the current utterance
-(since the queue last started from empty, or the previous clear) was actually sent.
+(since the queue last started from empty, or the previous clear) was actually sent. When the
+queue runs dry and stays dry for a frame after its last frame's audio has ended, the stream
+reports ``OutputDrained``: an agent that feeds audio as it arrives (an echo, a model streaming
+deltas) does not look like a string of separate utterances.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ class AudioReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class OutputDrained:
+    """Everything queued has been sent and played out, and nothing new came for a frame."""
+
+
+@dataclass(frozen=True, slots=True)
 class AudioStats:
     """The stream's health, from our reception statistics and the peer's reports."""
 
@@ -97,7 +105,8 @@ class AudioStream:
         self._next_report: float | None = None
         self._rtp_out: list[bytes] = []
         self._rtcp_out: list[bytes] = []
-        self._events: deque[AudioReceived] = deque()
+        self._drain_at: float | None = None  # when to report OutputDrained if still idle
+        self._events: deque[AudioReceived | OutputDrained] = deque()
         self.dropped = 0
         """RTP packets not of our payload type or from a second source: not ours to play."""
 
@@ -130,11 +139,19 @@ class AudioStream:
     def handle_timer(self, now: float) -> None:
         self._play_out(now)
         self._send_due(now)
+        if self._drain_at is not None and now >= self._drain_at:
+            self._drain_at = None
+            self._events.append(OutputDrained())
         if self._next_report is not None and now >= self._next_report:
             self._report(now)
 
     def get_timer(self) -> float | None:
-        deadlines = (self._jitter.next_deadline(), self._next_send, self._next_report)
+        deadlines = (
+            self._jitter.next_deadline(),
+            self._next_send,
+            self._drain_at,
+            self._next_report,
+        )
         return min((d for d in deadlines if d is not None), default=None)
 
     def queue_audio(self, pcm: bytes, now: float) -> None:
@@ -144,6 +161,7 @@ class AudioStream:
         if starting:
             self._played_samples = 0  # a new utterance starts
         self._queue += pcm
+        self._drain_at = None
         if starting and self._started:
             # The first frame leaves now if the stream was idle, but never sooner than 20 ms
             # after the previous frame: an echo's input arrives as the jitter buffer releases
@@ -155,7 +173,13 @@ class AudioStream:
         played_ms = 1000 * self._played_samples / SAMPLE_RATE
         self._queue.clear()
         self._played_samples = 0
+        self._drain_at = None
         return played_ms
+
+    @property
+    def sent_ms(self) -> float:
+        """All the audio sent on this stream so far, in milliseconds (every packet is 20 ms)."""
+        return self._packetizer.packet_count * FRAME_SECONDS * 1000
 
     def rtp_to_send(self) -> list[bytes]:
         packets, self._rtp_out = self._rtp_out, []
@@ -165,7 +189,7 @@ class AudioStream:
         packets, self._rtcp_out = self._rtcp_out, []
         return packets
 
-    def next_event(self) -> AudioReceived | None:
+    def next_event(self) -> AudioReceived | OutputDrained | None:
         return self._events.popleft() if self._events else None
 
     def stats(self) -> AudioStats:
@@ -224,6 +248,8 @@ class AudioStream:
             due += FRAME_SECONDS
         self._idle_since = due
         self._next_send = due if queue else None
+        if not queue:
+            self._drain_at = due + FRAME_SECONDS
 
     def _report(self, now: float) -> None:
         sending = None

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from voicewire.rtc.audio_stream import AudioParams, AudioReceived, AudioStream
+from voicewire.rtc.audio_stream import AudioParams, AudioReceived, AudioStream, OutputDrained
 from voicewire.rtc.certificate import Certificate
 from voicewire.rtc.data_channel import (
     ChannelClosed,
@@ -160,6 +160,7 @@ SessionEvent = (
     | SessionConnected
     | AddressChanged
     | AudioReceived
+    | OutputDrained
     | ChannelOpened
     | ChannelMessage
     | ChannelClosed

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from voicewire.agents.api import Agent, Call, CallStats
-from voicewire.rtc.audio_stream import AudioParams, AudioReceived
+from voicewire.agents import realtime_events as rt
+from voicewire.agents.api import Agent, Call, CallStats, Response
+from voicewire.rtc.audio_stream import AudioParams, AudioReceived, OutputDrained
 from voicewire.rtc.certificate import Certificate
 from voicewire.rtc.data_channel import ChannelClosed, ChannelMessage, ChannelOpened
 from voicewire.rtc.errors import ParseError
@@ -139,10 +140,9 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
             else DataChannelParams(*request.data_channel, random_bytes=os.urandom),
             consent_timeout=self.consent_timeout,
         )
-        live = LiveCall(
-            call_id, Session(params, self.certificate, now), now, request.session_config
-        )
-        live.call = Call(call_id, _Outlet(self, live))
+        agent = self._agent_factory()
+        live = LiveCall(call_id, Session(params, self.certificate, now), now, agent)
+        live.call = Call.for_agent(agent, call_id, _Outlet(self, live), request.session_config)
         self._calls[call_id] = live
         self._by_ufrag[ufrag] = live
         self._timers.schedule(live, live.session.get_timer())
@@ -229,6 +229,8 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
                 break
             if isinstance(event, AudioReceived):
                 live.call.deliver(event)
+            elif isinstance(event, OutputDrained):
+                live.call.output_drained()
             elif isinstance(event, ChannelMessage):
                 self._on_channel_message(live, event)
             elif isinstance(event, AddressValidated):
@@ -243,7 +245,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
                 if event.label == event_channel.LABEL and live.events_channel is None:
                     live.events_channel = event.channel_id
                     live.call.send_event(
-                        event_channel.session_created(live.call_id, live.session_config)
+                        rt.session_event("session.created", live.call_id, live.call.session)
                     )
             elif isinstance(event, ChannelClosed):
                 if event.channel_id == live.events_channel:
@@ -268,7 +270,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
         if message.channel_id != live.events_channel:
             return  # a channel no agent convention covers: nothing listens to it
         event, error = event_channel.decode(message.data)
-        if event is not None:
+        if error is None:
             live.call.deliver_event(event)
         else:
             live.call.send_event(error)
@@ -287,7 +289,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
 
     async def _run_agent(self, live: LiveCall) -> None:
         try:
-            await self._agent_factory().run(live.call)
+            await live.agent.run(live.call)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -329,19 +331,22 @@ class _Outlet:
     """A call's way back into the transceiver: the agent's audio into the session."""
 
     __slots__ = ("_endpoint", "_live")
+    paced = True  # the session plays audio out in real time and reports OutputDrained
 
     def __init__(self, endpoint: TransceiverEndpoint, live: LiveCall) -> None:
         self._endpoint = endpoint
         self._live = live
 
-    def queue_audio(self, pcm: bytes) -> None:
+    def queue_audio(self, pcm: bytes, response: Response | None) -> None:
         self._live.session.queue_audio(pcm, self._endpoint._loop.time())
         self._endpoint._pump(self._live)
 
-    def clear_audio(self) -> float:
-        played = self._live.session.clear_audio()
+    def clear_audio(self) -> None:
+        self._live.session.clear_audio()
         self._endpoint._pump(self._live)
-        return played
+
+    def sent_ms(self) -> float:
+        return self._live.session.audio.sent_ms
 
     def stats(self) -> CallStats:
         return self._live.stats()

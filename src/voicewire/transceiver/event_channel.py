@@ -2,50 +2,37 @@
 
 OpenAI's Realtime WebRTC interface carries a conversation's events as JSON text on one data
 channel the client opens, labelled ``oai-events``; clients wait for ``session.created`` on it.
-The transceiver sends that event when the channel opens, hands every well-formed client event
-(a JSON object with a string ``type``) to the agent, sends the agent's events, and answers
-anything else with an ``error`` event: the session stays up.
+The transceiver sends that event when the channel opens, hands every JSON message to the call
+(which checks it against the event schema, ``agents/realtime_events.py``), sends the call's
+events, and answers anything that is not JSON text with an ``error`` event: the session stays
+up.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
+from voicewire.agents import realtime_events as rt
+
 LABEL = "oai-events"
-
-
-def event_id() -> str:
-    return "event_" + secrets.token_hex(10)
 
 
 def encode(event: dict[str, Any]) -> str:
     """The event as channel text, with an ``event_id`` when it had none."""
     if "event_id" not in event:
-        event = {"event_id": event_id(), **event}
+        event = {"event_id": rt.new_id("event"), **event}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
-def session_created(call_id: str, config: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "session.created",
-        "session": {"id": call_id, "object": "realtime.session", **config},
-    }
+def decode(data: str | bytes) -> tuple[Any, dict[str, Any] | None]:
+    """(the decoded JSON value, None), or (None, the ``error`` event to answer with).
 
-
-def decode(data: str | bytes) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """(client event, None), or (None, the ``error`` event to answer with)."""
+    Only the JSON is checked here; the Call checks the event against its schema.
+    """
     if isinstance(data, bytes):
-        return None, _error("events are JSON text; this message was binary")
+        return None, rt.error("events are JSON text; this message was binary")
     try:
-        event = json.loads(data)
+        return json.loads(data), None
     except ValueError as exc:
-        return None, _error(f"the message is not JSON: {exc}")
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        return None, _error("an event is a JSON object with a string 'type'")
-    return event, None
-
-
-def _error(message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+        return None, rt.error(f"the message is not JSON: {exc}")

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
-from voicewire.agents.api import Call, CallStats
+from voicewire.agents.api import Agent, Call, CallStats
 from voicewire.rtc.session import Session
 from voicewire.rtc.stun import Address
 from voicewire.wire import relay_header
@@ -22,8 +21,7 @@ class LiveCall:
     call_id: str
     session: Session
     created_at: float
-    session_config: dict[str, Any]
-    """The client's ``session`` object from signaling, echoed in ``session.created``."""
+    agent: Agent
     call: Call = field(init=False)
     relays: dict[Address, tuple] = field(default_factory=dict)
     """Client address → the relay address it was last heard through."""
