@@ -1,11 +1,13 @@
 """Real-browser tests: headless Chromium talks to ``voicewire serve`` as a person would.
 
-Three fixtures, each torn down even when a test fails:
+The fixtures, each torn down even when a test fails:
 
 - ``speech_wav``: a ~6 s spoken WAV (espeak-ng, then sox to 48 kHz mono 16-bit) that Chromium's
-  fake microphone loops, so the echo agent has speech to send back.
-- ``voicewire_url``: ``python -m voicewire serve`` on loopback ports picked by the OS, once per
-  session; yields the demo page URL from its ``"serving"`` log line, SIGTERM at the end.
+  fake microphone loops, so the echo agent has speech to send back; ``microphone_wav`` picks
+  the file (a test module overrides it to play something else).
+- ``voicewire_url`` / ``parrot_url``: ``python -m voicewire serve --agent echo|parrot`` on
+  loopback ports picked by the OS, once per session; yields the demo page URL from its
+  ``"serving"`` log line, SIGTERM at the end. ``demo_url`` picks one (echo unless overridden).
 - ``demo``: a fresh Chromium profile with the fake microphone, one page on the demo, and every
   console error or uncaught exception it reports.
 
@@ -59,14 +61,14 @@ class ServeProcess:
     logging) and keeps the recent lines for error messages.
     """
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, agent: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEWIRE_")}
         self.log_path = log_path
         self.recent: collections.deque[str] = collections.deque(maxlen=40)
         self._serving = threading.Event()
         self.url: str | None = None
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "voicewire", "serve"]
+            [sys.executable, "-m", "voicewire", "serve", "--agent", agent]
             + ["--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -121,13 +123,36 @@ class ServeProcess:
         return code
 
 
-@pytest.fixture(scope="session")
-def voicewire_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = ServeProcess(tmp_path_factory.mktemp("serve") / "serve.log")
+def _serving(tmp_path_factory: pytest.TempPathFactory, agent: str) -> Iterator[str]:
+    server = ServeProcess(tmp_path_factory.mktemp("serve") / "serve.log", agent)
     try:
         yield server.wait_serving(SERVE_START_TIMEOUT)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def voicewire_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``voicewire serve --agent echo``: the demo page URL."""
+    yield from _serving(tmp_path_factory, "echo")
+
+
+@pytest.fixture(scope="session")
+def parrot_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``voicewire serve --agent parrot``: the demo page URL."""
+    yield from _serving(tmp_path_factory, "parrot")
+
+
+@pytest.fixture
+def microphone_wav(speech_wav: Path) -> Path:
+    """What Chromium's fake microphone plays; a test module may override it."""
+    return speech_wav
+
+
+@pytest.fixture
+def demo_url(voicewire_url: str) -> str:
+    """The server the ``demo`` page talks to; a test module may override it."""
+    return voicewire_url
 
 
 @dataclass
@@ -170,8 +195,10 @@ def chromium_args(wav: Path) -> list[str]:
 
 
 @pytest.fixture
-async def browser(speech_wav: Path, tmp_path: Path) -> AsyncIterator[playwright_api.BrowserContext]:
-    """Headless Chromium with a fresh profile and the speech file as its microphone."""
+async def browser(
+    microphone_wav: Path, tmp_path: Path
+) -> AsyncIterator[playwright_api.BrowserContext]:
+    """Headless Chromium with a fresh profile and ``microphone_wav`` as its microphone."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"browser tests need Chromium at {CHROMIUM}: run `make test`")
     async with playwright_api.async_playwright() as playwright:
@@ -179,7 +206,7 @@ async def browser(speech_wav: Path, tmp_path: Path) -> AsyncIterator[playwright_
             tmp_path / "chromium-profile",
             executable_path=CHROMIUM,
             headless=True,
-            args=chromium_args(speech_wav),
+            args=chromium_args(microphone_wav),
             viewport={"width": 1000, "height": 900},
         )
         try:
@@ -189,9 +216,9 @@ async def browser(speech_wav: Path, tmp_path: Path) -> AsyncIterator[playwright_
 
 
 @pytest.fixture
-async def demo(browser: playwright_api.BrowserContext, voicewire_url: str) -> Demo:
+async def demo(browser: playwright_api.BrowserContext, demo_url: str) -> Demo:
     page = browser.pages[0] if browser.pages else await browser.new_page()
-    demo = Demo(page, voicewire_url)
+    demo = Demo(page, demo_url)
 
     def on_console(message: playwright_api.ConsoleMessage) -> None:
         if message.type in ("error", "assert"):

@@ -64,6 +64,9 @@ class Response:
     reason: str | None = None
     item_id: str | None = None
     """The reply's audio item, made when it first says something."""
+    said_all: bool = False
+    """Its block ended while an unpaced transport still had its audio to send: the reply is
+    done when that has all left (``output_drained``), and can be cancelled until then."""
 
     @property
     def cancelled(self) -> bool:
@@ -75,8 +78,9 @@ class CallOutlet(Protocol):
     """What a transport provides to a Call; agents never see it."""
 
     paced: bool
-    """True when the transport plays audio out in real time and reports ``output_drained``
-    (WebRTC); False when audio leaves as it is said (a WebSocket's audio deltas)."""
+    """True when the transport plays audio out in real time (WebRTC); False when the client
+    plays it and the transport streams it there (a WebSocket's audio deltas). Either reports
+    ``output_drained`` when everything queued has left."""
 
     def queue_audio(self, pcm: bytes, response: Response | None) -> None: ...
     def clear_audio(self) -> None: ...
@@ -262,9 +266,21 @@ class Call:
             yield response
         finally:
             if self._response is response:
-                if response.status == "in_progress":
+                output = self._output
+                if response.status != "in_progress":
+                    self._response = None
+                elif self._outlet.paced or not output.playing or output.drained:
                     self._finish_response("completed")
-                self._response = None
+                    self._response = None
+                else:  # still streaming to the client: done when it has all left
+                    response.said_all = True
+
+    def update_session(self, update: dict[str, Any]) -> None:
+        """Apply a validated ``session.update`` here, turn detection included, without
+        answering it: for an agent that ``handles`` the event because another party answers
+        (the realtime bridge's backend sends the ``session.updated``)."""
+        self._session = rt.merge_session(self._session, update)
+        self._configure_turns()
 
     def stats(self) -> CallStats:
         return self._outlet.stats()
@@ -320,12 +336,16 @@ class Call:
         handler(self, event)
 
     def output_drained(self) -> None:
-        """The paced transport played out everything queued."""
+        """The transport played out (paced) or sent (unpaced) everything queued."""
         output = self._output
         if not output.playing:
             return
-        if self._response is not None and self._response.status == "in_progress":
-            output.drained = True  # an underrun inside a reply: more is coming
+        response = self._response
+        if response is not None and response.status == "in_progress":
+            if response.said_all:
+                self._finish_response("completed")
+            else:
+                output.drained = True  # an underrun inside a reply: more is coming
             return
         self._stop_playback()
 
@@ -468,12 +488,13 @@ class Call:
             self._stop_playback()
         elif not self._outlet.paced:
             self._output.playing = False  # its audio has all left: the next reply starts afresh
+        if response.said_all:
+            self._response = None  # its block has ended
 
     # Default handling of client events (an agent's ``handles`` takes precedence).
 
     def _on_session_update(self, event: dict[str, Any]) -> None:
-        self._session = rt.merge_session(self._session, event["session"])
-        self._configure_turns()
+        self.update_session(event["session"])
         self._send(rt.session_event("session.updated", self.call_id, self._session))
 
     def _on_response_cancel(self, event: dict[str, Any]) -> None:
