@@ -7,9 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Debian packages: libopus for the codec at run time; Chromium, espeak-ng and sox for the tests
-# (a real browser, and speech fixtures made offline).
+# (a real browser, and speech fixtures made offline); redis-server for the cluster tests' registry.
 RUNTIME_PACKAGES := libopus0
-TEST_PACKAGES := $(RUNTIME_PACKAGES) chromium espeak-ng sox
+TEST_PACKAGES := $(RUNTIME_PACKAGES) chromium espeak-ng sox redis-server nftables conntrack
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup serve test bench clean runtime-packages test-packages

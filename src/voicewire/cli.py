@@ -5,8 +5,11 @@ from __future__ import annotations
 import sys
 
 from voicewire import __version__, serve
+from voicewire.agents import agent_server
 from voicewire.flags import Parser
+from voicewire.gateway import service as gateway_service
 from voicewire.relay import command as relay_command
+from voicewire.transceiver import service as transceiver_service
 
 
 def build_parser() -> Parser:
@@ -23,6 +26,32 @@ def build_parser() -> Parser:
     )
     relay_command.add_arguments(relay)
     relay.set_defaults(run=relay_command.run)
+    transceiver = services.add_parser(
+        "transceiver",
+        help="owns WebRTC sessions on one internal UDP socket; answers gateways over HTTP",
+        description="Serve the sessions whose routing tokens name this transceiver's UDP "
+        "socket, answer gateways' offers on its internal API, heartbeat into the Redis "
+        "registry, and drain on SIGTERM (DESIGN §5, §8).",
+    )
+    transceiver_service.add_arguments(transceiver)
+    transceiver.set_defaults(run=transceiver_service.run)
+    gateway = services.add_parser(
+        "gateway",
+        help="the public HTTP signaling API, placing calls on the cluster's transceivers",
+        description="Serve the OpenAI Realtime calls endpoint, WHIP and client secrets, asking "
+        "the least-loaded live transceiver of the cluster for each answer (DESIGN §6, §8).",
+    )
+    gateway_service.add_arguments(gateway)
+    gateway.set_defaults(run=gateway_service.run)
+    agents = services.add_parser(
+        "agent-server",
+        help="a built-in agent behind the OpenAI Realtime WebSocket protocol",
+        description="Serve the OpenAI Realtime WebSocket protocol at /v1/realtime from a "
+        "built-in agent, one call per socket, so the model side runs as its own service "
+        "(DESIGN §7, §8).",
+    )
+    agent_server.add_arguments(agents)
+    agents.set_defaults(run=agent_server.run)
     embedded = services.add_parser(
         "serve",
         help="everything on one machine: gateway, relay, transceiver and an agent",

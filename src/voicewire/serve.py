@@ -20,11 +20,20 @@ from aiohttp import web
 
 from voicewire import logs
 from voicewire.agents.api import Agent
-from voicewire.agents.registry import AGENTS
-from voicewire.flags import fail, flag, host_port, log_level_flag
+from voicewire.flags import (
+    ConfigError,
+    agent_factory_from,
+    agent_flags,
+    fail,
+    flag,
+    host_port,
+    is_wildcard,
+    log_level_flag,
+)
 from voicewire.gateway.app import create_app
-from voicewire.gateway.keys import KeyStore
+from voicewire.gateway.keys import KeyStore, api_keys_from_environment
 from voicewire.gateway.signaling import Signaling
+from voicewire.http_service import start_site
 from voicewire.relay.allow_list import AllowList
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
 from voicewire.relay.sockets import BindError
@@ -33,7 +42,6 @@ from voicewire.transceiver.endpoint import TransceiverEndpoint
 from voicewire.wire.routing_token import RoutingKeys
 
 log = logging.getLogger("voicewire.serve")
-API_KEYS_ENV = "VOICEWIRE_API_KEYS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,29 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the address clients reach the UDP port at, put in every answer's candidate "
         "(default: the --udp address)",
     )
-    flag(
-        parser,
-        "--agent",
-        env="VOICEWIRE_AGENT",
-        default="echo",
-        choices=sorted(AGENTS),
-        help="the agent every call talks to",
-    )
-    flag(
-        parser,
-        "--max-sessions",
-        env="VOICEWIRE_MAX_SESSIONS",
-        type=int,
-        default=200,
-        metavar="N",
-        help="calls at once before new ones get 503",
-    )
+    agent_flags(parser)
     log_level_flag(parser)
-
-
-def api_keys_from_environment() -> tuple[str, ...]:
-    """Server API keys, comma-separated in ``VOICEWIRE_API_KEYS`` (never a flag: argv is public)."""
-    return tuple(key.strip() for key in os.environ.get(API_KEYS_ENV, "").split(",") if key.strip())
 
 
 def run(args: argparse.Namespace, prog: str) -> int:
@@ -96,16 +83,22 @@ def run(args: argparse.Namespace, prog: str) -> int:
 
         uvloop.install()
     public = args.public_address or args.udp
-    if public[0] in ("0.0.0.0", "::"):
+    if is_wildcard(public):
         fail(prog, "--udp listens on all interfaces: give --public-address for the candidate")
     try:
-        asyncio.run(_serve(args, public))
+        factory = agent_factory_from(args)
+    except ConfigError as exc:
+        fail(prog, str(exc))
+    try:
+        asyncio.run(_serve(args, public, factory))
     except BindError as exc:
         fail(prog, str(exc), status=1)
     return 0
 
 
-async def _serve(args: argparse.Namespace, public: tuple[str, int]) -> None:
+async def _serve(
+    args: argparse.Namespace, public: tuple[str, int], factory: Callable[[], Agent]
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -115,17 +108,12 @@ async def _serve(args: argparse.Namespace, public: tuple[str, int]) -> None:
         http=args.http,
         udp=args.udp,
         public_address=public,
-        agent_factory=AGENTS[args.agent],
+        agent_factory=factory,
         max_sessions=args.max_sessions,
         log_level=args.log_level,
     )
     async with stack:
-        if stack.keys.open:
-            log.warning(
-                "signaling is open: no API keys are set (VOICEWIRE_API_KEYS), so anyone who can "
-                "reach the HTTP address can start calls and mint keys; keep it on loopback",
-                extra={"http": args.http},
-            )
+        stack.keys.warn_if_open(args.http)
         log.info("serving", extra={"url": stack.url, "udp": stack.public, "agent": args.agent})
         print(
             f"voicewire is serving {stack.url}  (UDP {stack.public[0]}:{stack.public[1]}, "
@@ -200,17 +188,10 @@ class EmbeddedStack:
             )
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self._http[0], self._http[1])
-            try:
-                await site.start()
-            except OSError as exc:
-                raise BindError(
-                    f"cannot bind HTTP {self._http[0]}:{self._http[1]}: {exc.strerror}"
-                ) from None
+            host, port = await start_site(self._runner, self._http)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
-        host, port = self._runner.addresses[0][:2]
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
         return self
 

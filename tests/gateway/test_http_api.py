@@ -120,6 +120,14 @@ async def test_bad_multipart(client):
     form.add_field("sdp", OFFER)
     form.add_field("session", "[1, 2")
     await assert_error(await client.post("/v1/realtime/calls", data=form), 400, "not JSON")
+    form = FormData()
+    form.add_field("sdp", OFFER)
+    form.add_field("session", json.dumps({"audio": {"input": {"turn_detection": "on"}}}))
+    await assert_error(
+        await client.post("/v1/realtime/calls", data=form),
+        400,
+        "'session.audio.input.turn_detection' must be an object",
+    )
 
 
 async def test_full_transceiver_answers_503(client, transceiver):

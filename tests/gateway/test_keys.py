@@ -54,14 +54,17 @@ async def test_minting_needs_the_api_key(keyed):
         await error(await client.post("/v1/realtime/client_secrets", headers=headers), 401)
     response = await client.post(
         "/v1/realtime/client_secrets",
-        json={"expires_after": {"anchor": "created_at", "seconds": 60}, "session": {"x": 1}},
+        json={
+            "expires_after": {"anchor": "created_at", "seconds": 60},
+            "session": {"instructions": "x"},
+        },
         headers=bearer(API_KEY),
     )
     assert response.status == 200
     minted = await response.json()
     assert minted["value"].startswith("ek_")
     assert abs(minted["expires_at"] - (time.time() + 60)) < 5
-    assert minted["session"] == {"x": 1}
+    assert minted["session"] == {"instructions": "x"}
 
 
 @pytest.mark.parametrize(
@@ -72,6 +75,7 @@ async def test_minting_needs_the_api_key(keyed):
         ({"expires_after": {"seconds": "60"}}, "integer"),
         ({"expires_after": {"anchor": "later", "seconds": 60}}, "anchor"),
         ({"session": [1]}, "session"),
+        ({"session": {"x": 1}}, "unknown parameter 'session.x'"),
     ],
 )
 async def test_bad_mint_requests(keyed, body, words):
@@ -102,33 +106,33 @@ async def test_calls_need_an_api_key_or_a_live_ephemeral_key(keyed):
     )
     assert response.status == 201
     call_id = response.headers["Location"].rsplit("/", 1)[1]
-    assert transceiver._calls[call_id].session_config == {"instructions": "from the key"}
+    assert transceiver._calls[call_id].call.session["instructions"] == "from the key"
 
 
-def test_an_ephemeral_key_works_until_it_expires_and_not_after():
+async def test_an_ephemeral_key_works_until_it_expires_and_not_after():
     keys = KeyStore((API_KEY,))
-    key = keys.mint(10, {"a": 1}, now=1000.0)
-    assert keys.authorize_call(f"Bearer {key.value}", now=1009.9) == {"a": 1}
+    key = await keys.mint(10, {"a": 1}, now=1000.0)
+    assert await keys.authorize_call(f"Bearer {key.value}", now=1009.9) == {"a": 1}
     with pytest.raises(Unauthorized):
-        keys.authorize_call(f"Bearer {key.value}", now=1010.0)
-    keys.mint(10, {}, now=2000.0)  # minting forgets expired keys
+        await keys.authorize_call(f"Bearer {key.value}", now=1010.0)
+    await keys.mint(10, {}, now=2000.0)  # minting forgets expired keys
     with pytest.raises(Unauthorized):
-        keys.authorize_call(f"Bearer {key.value}", now=1005.0)
+        await keys.authorize_call(f"Bearer {key.value}", now=1005.0)
 
 
-def test_an_ephemeral_key_cannot_mint():
+async def test_an_ephemeral_key_cannot_mint():
     keys = KeyStore((API_KEY,))
-    key = keys.mint(60, {}, now=0.0)
+    key = await keys.mint(60, {}, now=0.0)
     with pytest.raises(Unauthorized):
         keys.check_api_key(f"Bearer {key.value}")
 
 
-def test_open_mode_allows_everything_but_still_honours_ephemeral_keys():
+async def test_open_mode_allows_everything_but_still_honours_ephemeral_keys():
     keys = KeyStore(())
     assert keys.open
     keys.check_api_key(None)
-    assert keys.authorize_call(None, now=0.0) == {}
-    key = keys.mint(60, {"s": 1}, now=0.0)
-    assert keys.authorize_call(f"Bearer {key.value}", now=1.0) == {"s": 1}
+    assert await keys.authorize_call(None, now=0.0) == {}
+    key = await keys.mint(60, {"s": 1}, now=0.0)
+    assert await keys.authorize_call(f"Bearer {key.value}", now=1.0) == {"s": 1}
     with pytest.raises(Unauthorized):
-        keys.authorize_call(f"Bearer {key.value}", now=61.0)
+        await keys.authorize_call(f"Bearer {key.value}", now=61.0)

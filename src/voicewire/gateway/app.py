@@ -4,22 +4,28 @@
 or as ``multipart/form-data`` with fields ``sdp`` and ``session`` (JSON). ``POST /whip`` is the
 same session through WHIP (RFC 9725). Both answer ``201`` with the SDP answer and a ``Location``
 whose ``DELETE`` hangs up. Errors are JSON with the right status (``errors.py``).
+
+Where answers come from is behind ``CallSignaling``: a transceiver in this process
+(``voicewire serve``) or one picked from the cluster's registry (``voicewire gateway``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
+from voicewire.agents import realtime_events as rt
 from voicewire.gateway.errors import ApiError, json_errors
-from voicewire.gateway.keys import DEFAULT_TTL, KeyStore, Unauthorized
-from voicewire.gateway.signaling import Signaling
+from voicewire.gateway.keys import DEFAULT_TTL, KeyStore, KeysUnavailable, Unauthorized
+from voicewire.gateway.signaling import CallSignaling
+from voicewire.http_service import add_ops_routes
 
 MAX_OFFER_BYTES = 64 * 1024
 STATIC = Path(__file__).with_name("static")
@@ -30,14 +36,12 @@ _CORS = {
     "Access-Control-Expose-Headers": "Location",
 }
 
-SIGNALING = web.AppKey("signaling", Signaling)
+SIGNALING = web.AppKey("signaling", CallSignaling)
 KEYS = web.AppKey("keys", KeyStore)
-READY = web.AppKey("ready", Callable[[], bool])
-REGISTRIES = web.AppKey("registries", list[CollectorRegistry])
 
 
 def create_app(
-    signaling: Signaling,
+    signaling: CallSignaling,
     ready: Callable[[], bool],
     registries: list[CollectorRegistry],
     keys: KeyStore,
@@ -45,8 +49,6 @@ def create_app(
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_OFFER_BYTES + 4096)
     app[SIGNALING] = signaling
     app[KEYS] = keys
-    app[READY] = ready
-    app[REGISTRIES] = registries
     app.router.add_post("/v1/realtime/client_secrets", post_client_secret)
     app.router.add_post("/v1/realtime/calls", post_call)
     app.router.add_delete("/v1/realtime/calls/{call_id}", delete_call)
@@ -57,28 +59,27 @@ def create_app(
         app.router.add_route("OPTIONS", path, preflight)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    add_ops_routes(app, ready, registries)
     return app
 
 
 async def post_client_secret(request: web.Request) -> web.Response:
     """Mint an ``ek_`` key for a browser (OpenAI's client secrets convention)."""
     keys = request.app[KEYS]
-    _authorized(lambda: keys.check_api_key(request.headers.get("Authorization")))
-    body = await _json_object(request)
+    with _key_errors():
+        keys.check_api_key(request.headers.get("Authorization"))
+    body = await read_json_object(request)
     expires = body.get("expires_after") or {}
     session = body.get("session") or {}
     if not isinstance(expires, dict) or expires.get("anchor", "created_at") != "created_at":
         raise ApiError(400, "expires_after must be {'anchor': 'created_at', 'seconds': N}")
-    if not isinstance(session, dict):
-        raise ApiError(400, "session must be a JSON object")
+    _check_session(session, "session")
     seconds = expires.get("seconds", DEFAULT_TTL)
     if not isinstance(seconds, int) or isinstance(seconds, bool):
         raise ApiError(400, "expires_after.seconds must be an integer")
     try:
-        key = keys.mint(seconds, session, time.time())
+        with _key_errors():
+            key = await keys.mint(seconds, session, time.time())
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     except OverflowError as exc:
@@ -90,11 +91,11 @@ async def post_client_secret(request: web.Request) -> web.Response:
 
 async def post_call(request: web.Request) -> web.Response:
     keys = request.app[KEYS]
-    bound = _authorized(
-        lambda: keys.authorize_call(request.headers.get("Authorization"), time.time())
-    )
+    with _key_errors():
+        bound = await keys.authorize_call(request.headers.get("Authorization"), time.time())
     offer, session = await _read_offer(request)
-    call_id, answer = request.app[SIGNALING].answer(offer, {**session, **bound})
+    config = rt.merge_session(session, bound)  # the key's binding wins over the request
+    call_id, answer = await request.app[SIGNALING].answer(offer, config)
     base = "/whip" if request.path.startswith("/whip") else "/v1/realtime/calls"
     return web.Response(
         status=201,
@@ -105,7 +106,7 @@ async def post_call(request: web.Request) -> web.Response:
 
 
 async def delete_call(request: web.Request) -> web.Response:
-    if not request.app[SIGNALING].hang_up(request.match_info["call_id"]):
+    if not await request.app[SIGNALING].hang_up(request.match_info["call_id"]):
         raise ApiError(404, "no such call")
     return web.Response(status=200, headers=_CORS)
 
@@ -120,14 +121,18 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={**_CORS, "Accept-Post": "application/sdp"})
 
 
-def _authorized(check: Callable[[], Any]) -> Any:
+@contextlib.contextmanager
+def _key_errors() -> Iterator[None]:
     try:
-        return check()
+        yield
     except Unauthorized as exc:
         raise ApiError(401, str(exc)) from None
+    except KeysUnavailable as exc:
+        raise ApiError(503, str(exc)) from None
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty); ApiError 400 for anything else."""
     if not await request.read():
         return {}
     try:
@@ -182,26 +187,17 @@ def _session_config(value: Any) -> dict[str, Any]:
         config = json.loads(_field_text(value))
     except json.JSONDecodeError as exc:
         raise ApiError(400, f"the 'session' field is not JSON: {exc}") from None
-    if not isinstance(config, dict):
-        raise ApiError(400, "the 'session' field must be a JSON object")
+    _check_session(config, "session")
     return config
+
+
+def _check_session(session: Any, name: str) -> None:
+    """A session config, checked against the same schema as ``session.update`` (docs/events.md)."""
+    try:
+        rt.validate_session(session, name)
+    except rt.EventError as exc:
+        raise ApiError(400, f"invalid session config: {exc.message}") from None
 
 
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok\n")
-
-
-async def readyz(request: web.Request) -> web.Response:
-    ready = request.app[READY]()
-    return web.Response(status=200 if ready else 503, text="ready\n" if ready else "not ready\n")
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = b"".join(generate_latest(registry) for registry in request.app[REGISTRIES])
-    response = web.Response(body=body)
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return response

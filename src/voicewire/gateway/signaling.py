@@ -2,6 +2,10 @@
 
 The answer's only candidate is the relay's public address and its ufrag is the routing token the
 transceiver minted, so every packet of the call goes through the relay to that transceiver.
+
+``Signaling`` does this next to a transceiver: in ``serve``'s one process, and behind each
+transceiver's internal API in a cluster (``transceiver/internal_api.py``), where the gateway
+reaches it through ``ClusterSignaling``. The HTTP API sees either as a ``CallSignaling``.
 """
 
 from __future__ import annotations
@@ -30,13 +34,26 @@ class SessionOpener(Protocol):
     def end_session(self, call_id: str) -> bool: ...
 
 
+class CallSignaling(Protocol):
+    """What the public HTTP API needs: an answer for an offer, and a way to hang up."""
+
+    async def answer(self, offer_text: str, session_config: dict[str, Any]) -> tuple[str, str]:
+        """Return (call id, SDP answer); raise ApiError with the status the client should see."""
+        ...
+
+    async def hang_up(self, call_id: str) -> bool:
+        """End the call; False when no such call exists."""
+        ...
+
+
 class Signaling:
+    """A ``CallSignaling`` over a transceiver in this process."""
+
     def __init__(self, transceiver: SessionOpener, relay_public: tuple[str, int]) -> None:
         self.transceiver = transceiver
         self.relay_public = relay_public
 
-    def answer(self, offer_text: str, session_config: dict[str, Any]) -> tuple[str, str]:
-        """Return (call id, SDP answer); raise ApiError with the status the client should see."""
+    async def answer(self, offer_text: str, session_config: dict[str, Any]) -> tuple[str, str]:
         try:
             offer = sdp.parse_offer(offer_text)
         except sdp.SdpError as exc:
@@ -76,5 +93,5 @@ class Signaling:
         )
         return grant.call_id, answer
 
-    def hang_up(self, call_id: str) -> bool:
+    async def hang_up(self, call_id: str) -> bool:
         return self.transceiver.end_session(call_id)

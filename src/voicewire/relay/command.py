@@ -15,6 +15,7 @@ from voicewire.flags import (
     positive_float,
     positive_int,
     routing_keys,
+    secrets_file_flag,
 )
 from voicewire.relay.allow_list import AllowList
 from voicewire.relay.sockets import BindError
@@ -61,14 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="127.0.0.0/8,::1/128",
         help="CIDRs of the transceiver networks; the relay talks to nothing else internally",
     )
-    flag(
-        parser,
-        "--secrets-file",
-        metavar="PATH",
-        env="VOICEWIRE_ROUTING_SECRETS_FILE",
-        help="file of routing secrets, 'kid:hex' per line or comma-separated, the signing key "
-        "first; or set VOICEWIRE_ROUTING_SECRETS to the same text",
-    )
+    secrets_file_flag(parser)
     flag(
         parser,
         "--flow-idle-timeout",

@@ -1,0 +1,70 @@
+"""A transceiver's presence in the registry: its record rewritten every second and on each change.
+
+The periodic write is the liveness signal (the record expires without it); the write on a change
+(a session opened or ended, drain began) keeps the load gateways see current, so calls placed a
+moment apart spread instead of piling onto the transceiver that looked idle a second ago. Pokes
+that arrive while a write is in flight fold into the next one.
+
+Redis being away must never hurt live calls: a failed write is logged once per outage and
+retried on the next beat, while sessions go on untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from voicewire.cluster.registry import (
+    HEARTBEAT,
+    RegistryUnavailable,
+    TransceiverRecord,
+    TransceiverRegistry,
+)
+
+log = logging.getLogger("voicewire.cluster")
+
+
+class Heartbeat:
+    def __init__(
+        self, registry: TransceiverRegistry, record: Callable[[], TransceiverRecord]
+    ) -> None:
+        self._registry = registry
+        self._record = record
+        self._changed = asyncio.Event()
+        self._reachable = True
+
+    def poke(self) -> None:
+        """Something a gateway should know changed: write the record now, not at the next beat."""
+        self._changed.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled."""
+        while True:
+            self._changed.clear()
+            await self._publish()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), HEARTBEAT)
+
+    async def withdraw(self) -> None:
+        """Leave the registry at once (after a drain); a failure only means it expires instead."""
+        try:
+            await self._registry.withdraw(self._record().id)
+        except RegistryUnavailable as exc:
+            log.warning("could not leave the registry", extra={"error": str(exc.__cause__)})
+
+    async def _publish(self) -> None:
+        try:
+            await self._registry.publish(self._record())
+        except RegistryUnavailable as exc:
+            if self._reachable:
+                log.warning(
+                    "registry unreachable: live calls go on, heartbeats keep retrying",
+                    extra={"error": f"{exc}: {exc.__cause__}"},
+                )
+            self._reachable = False
+        else:
+            if not self._reachable:
+                log.info("registry reachable again")
+            self._reachable = True
