@@ -150,6 +150,19 @@ def websocket_url(text: str) -> str:
     return text
 
 
+def drain_grace_flag(parser: argparse.ArgumentParser) -> None:
+    """``--drain-grace``: after SIGTERM, how long a service lets its calls go on."""
+    flag(
+        parser,
+        "--drain-grace",
+        env="VOICEWIRE_DRAIN_GRACE",
+        type=positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="after SIGTERM, how long live calls may go on before they are ended",
+    )
+
+
 def cluster_flags(parser: argparse.ArgumentParser) -> None:
     """``--cluster-id`` and ``--redis``: which cluster a service is in, and its registry."""
     flag(

@@ -3,16 +3,21 @@
 The gateway's public API and the transceiver's internal API both run on aiohttp and answer
 the operations endpoints the way ``ops_http.py`` does for processes without an event loop:
 /healthz says the process is alive, /readyz says it should get traffic (503 while starting or
-draining). A port that cannot be bound is a one-line ``BindError``, as for the relay.
+draining). A port that cannot be bound is a one-line ``BindError``, as for the relay; every
+service's process runs through ``run_service``, so those errors read the same everywhere.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from voicewire.flags import ConfigError, fail
 from voicewire.relay.sockets import BindError
 
 READY = web.AppKey("ready", Callable[[], bool])
@@ -52,3 +57,19 @@ async def metrics(request: web.Request) -> web.Response:
     response = web.Response(body=body)
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response
+
+
+def run_service(prog: str, main: Coroutine[Any, Any, None]) -> int:
+    """Run an asyncio service to the end: uvloop when it is there, and a one-line error with a
+    non-zero status for what the operator must fix (a port in use, a bad configuration)."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    try:
+        asyncio.run(main)
+    except ConfigError as exc:
+        fail(prog, str(exc))
+    except BindError as exc:
+        fail(prog, str(exc), status=1)
+    return 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -33,10 +32,9 @@ from voicewire.flags import (
 from voicewire.gateway.app import create_app
 from voicewire.gateway.keys import KeyStore, api_keys_from_environment
 from voicewire.gateway.signaling import Signaling
-from voicewire.http_service import start_site
+from voicewire.http_service import run_service, start_site
 from voicewire.relay.allow_list import AllowList
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
-from voicewire.relay.sockets import BindError
 from voicewire.relay.supervisor import RelayConfig, RelaySupervisor
 from voicewire.transceiver.endpoint import TransceiverEndpoint
 from voicewire.wire.routing_token import RoutingKeys
@@ -78,10 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, prog: str) -> int:
     logs.configure(args.log_level)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
     public = args.public_address or args.udp
     if is_wildcard(public):
         fail(prog, "--udp listens on all interfaces: give --public-address for the candidate")
@@ -89,11 +83,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
         factory = agent_factory_from(args)
     except ConfigError as exc:
         fail(prog, str(exc))
-    try:
-        asyncio.run(_serve(args, public, factory))
-    except BindError as exc:
-        fail(prog, str(exc), status=1)
-    return 0
+    return run_service(prog, _serve(args, public, factory))
 
 
 async def _serve(

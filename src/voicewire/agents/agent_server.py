@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import time
@@ -29,11 +28,10 @@ from voicewire.agents import realtime_events as rt
 from voicewire.agents.api import Agent
 from voicewire.agents.realtime_socket import RealtimeSocket, SocketMetrics
 from voicewire.agents.registry import AGENTS, BRIDGE
-from voicewire.flags import fail, flag, host_port, log_level_flag, positive_float
+from voicewire.flags import drain_grace_flag, flag, host_port, log_level_flag
 from voicewire.gateway.errors import error_response, json_errors
 from voicewire.gateway.keys import KeyStore, Unauthorized, api_keys_from_environment
-from voicewire.http_service import add_ops_routes, start_site
-from voicewire.relay.sockets import BindError
+from voicewire.http_service import add_ops_routes, run_service, start_site
 
 log = logging.getLogger("voicewire.agent_server")
 
@@ -67,15 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=SERVED_AGENTS,
         help="the agent every WebSocket session talks to",
     )
-    flag(
-        parser,
-        "--drain-grace",
-        env="VOICEWIRE_DRAIN_GRACE",
-        type=positive_float,
-        default=30.0,
-        metavar="SECONDS",
-        help="after SIGTERM, how long open sessions may go on before they are closed",
-    )
+    drain_grace_flag(parser)
     log_level_flag(parser)
 
 
@@ -90,15 +80,7 @@ def _agent_name(text: str) -> str:
 
 def run(args: argparse.Namespace, prog: str) -> int:
     logs.configure(args.log_level)
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    try:
-        asyncio.run(_serve(args))
-    except BindError as exc:
-        fail(prog, str(exc), status=1)
-    return 0
+    return run_service(prog, _serve(args))
 
 
 async def _serve(args: argparse.Namespace) -> None:

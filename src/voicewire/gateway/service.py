@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 
@@ -33,8 +32,7 @@ from voicewire.flags import (
 from voicewire.gateway.app import create_app
 from voicewire.gateway.cluster_signaling import ClusterSignaling
 from voicewire.gateway.keys import KeyStore, api_keys_from_environment
-from voicewire.http_service import start_site
-from voicewire.relay.sockets import BindError
+from voicewire.http_service import run_service, start_site
 
 log = logging.getLogger("voicewire.gateway")
 
@@ -69,15 +67,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
         redis = None if args.redis is None else connect(args.redis)
     except ValueError as exc:
         fail(prog, f"--redis: {exc}")
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    try:
-        asyncio.run(_serve(args, redis))
-    except BindError as exc:
-        fail(prog, str(exc), status=1)
-    return 0
+    return run_service(prog, _serve(args, redis))
 
 
 async def _serve(args: argparse.Namespace, redis: Redis | None) -> None:

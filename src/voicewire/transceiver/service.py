@@ -34,18 +34,18 @@ from voicewire.flags import (
     agent_factory_from,
     agent_flags,
     cluster_flags,
+    drain_grace_flag,
     fail,
     flag,
     host_port,
     http_url,
     is_wildcard,
     log_level_flag,
-    positive_float,
     routing_keys,
     secrets_file_flag,
 )
 from voicewire.gateway.signaling import Signaling
-from voicewire.http_service import start_site
+from voicewire.http_service import run_service, start_site
 from voicewire.relay.sockets import BindError
 from voicewire.transceiver import internal_api
 from voicewire.transceiver.endpoint import TransceiverEndpoint
@@ -103,15 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     secrets_file_flag(parser)
     agent_flags(parser)
     cluster_flags(parser)
-    flag(
-        parser,
-        "--drain-grace",
-        env="VOICEWIRE_DRAIN_GRACE",
-        type=positive_float,
-        default=30.0,
-        metavar="SECONDS",
-        help="after SIGTERM, how long live calls may go on before they are ended",
-    )
+    drain_grace_flag(parser)
     log_level_flag(parser)
 
 
@@ -134,17 +126,7 @@ def run(args: argparse.Namespace, prog: str) -> int:
         redis = None if args.redis is None else connect(args.redis)
     except ValueError as exc:
         fail(prog, f"--redis: {exc}")
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-    try:
-        asyncio.run(_serve(args, keys, factory, redis))
-    except ConfigError as exc:
-        fail(prog, str(exc))
-    except BindError as exc:
-        fail(prog, str(exc), status=1)
-    return 0
+    return run_service(prog, _serve(args, keys, factory, redis))
 
 
 async def _serve(
