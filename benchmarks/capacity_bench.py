@@ -231,7 +231,7 @@ def start_server(children: Children, kind: str, server_cpu: int, load_cpu: int) 
     BUILD.mkdir(exist_ok=True)
     log = BUILD / f"capacity-{kind}.log"
     if kind == "voicewire":
-        argv = [PYTHON, "-m", "voicewire", "serve", "--http", "127.0.0.1:0"]
+        argv = [PYTHON, "-m", "voicewire", "serve", "--agent", "echo", "--http", "127.0.0.1:0"]
         argv += ["--udp", "127.0.0.1:0", "--max-sessions", "5000", "--log-level", "info"]
     else:
         argv = [PYTHON, str(HERE / "aiortc_echo_server.py"), "--http", "127.0.0.1:0"]

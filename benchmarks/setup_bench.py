@@ -49,7 +49,6 @@ import argparse
 import array
 import asyncio
 import calendar
-import contextlib
 import fractions
 import json
 import logging
@@ -58,11 +57,8 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -75,6 +71,7 @@ from av import AudioFrame
 from machine import LOCK_PATH, lock_held
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
+from serve_process import BenchError, ServeProcess, serve_argv
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
@@ -91,7 +88,6 @@ CHROMIUM_ARGS = [
 ]
 CALLS_PATH = "/v1/realtime/calls"
 WARMUP = 3
-START_TIMEOUT = 20.0  # a server prints its "serving" line within this
 HTTP_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 10.0  # createOffer → "connected"
 ECHO_TIMEOUT = 5.0  # "connected" → the first echoed frame with energy
@@ -107,10 +103,6 @@ CLIENTS = ("aiortc", "chromium")
 SCENARIOS = [(client, server) for client in CLIENTS for server in SERVERS]
 
 
-class BenchError(Exception):
-    """The run is broken: no number from it may be reported."""
-
-
 def loopback_only() -> None:
     """aiortc clients gather one host candidate, on 127.0.0.1, like the aiortc server."""
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
@@ -119,61 +111,16 @@ def loopback_only() -> None:
 # Servers.
 
 
-class ServerProcess:
-    """A server on loopback in its own process group; its JSON log drained and kept by a thread."""
+class ServerProcess(ServeProcess):
+    """A server (serve_process.py), with its "session connected" records indexed by call id."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEWIRE_")}
-        self.name = name
-        self.log_path = log_path
-        self.records: list[dict] = []
         self.connected: dict[str, dict] = {}  # call id → its "session connected" record
-        self.recent: deque[str] = deque(maxlen=30)
-        self.url: str | None = None
-        self._serving = threading.Event()
-        self._lock = threading.Lock()
-        self.process = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # one group: its helpers (relay workers) die with it
-        )
-        self._reader = threading.Thread(target=self._read, name=f"{name}-log", daemon=True)
-        self._reader.start()
+        super().__init__(name, argv, log_path, on_record=self._index)
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        with self.log_path.open("w") as out:
-            for line in self.process.stderr:
-                out.write(line)
-                out.flush()
-                self.recent.append(line.rstrip("\n"))
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    record = {"level": "raw", "msg": line.rstrip("\n")}
-                if not isinstance(record, dict):
-                    continue
-                with self._lock:
-                    self.records.append(record)
-                    if record.get("msg") == "session connected" and "call_id" in record:
-                        self.connected[record["call_id"]] = record
-                if self.url is None and record.get("msg") == "serving":
-                    self.url = record["url"]
-                    self._serving.set()
-        self._serving.set()  # stderr closed: the process is gone
-
-    def wait_serving(self) -> str:
-        if not self._serving.wait(START_TIMEOUT) or self.url is None:
-            raise BenchError(f"{self.name} did not start within {START_TIMEOUT} s\n{self.tail()}")
-        return self.url
-
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise BenchError(f"{self.name} exited with {self.process.returncode}\n{self.tail()}")
+    def _index(self, record: dict) -> None:
+        if record.get("msg") == "session connected" and "call_id" in record:
+            self.connected[record["call_id"]] = record
 
     async def wait_connected(self, call_id: str, t0_epoch: float) -> dict:
         """Wait for the server to log the call connected; its view of the call, in ms."""
@@ -188,26 +135,6 @@ class ServerProcess:
             "server_connected_ms": 1000 * (_log_epoch(record["ts"]) + 0.0005 - t0_epoch),
         }
 
-    def snapshot(self) -> list[dict]:
-        with self._lock:
-            return list(self.records)
-
-    def tail(self) -> str:
-        return "\n".join(self.recent) + f"\n(full log: {self.log_path})"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                print(f"{self.name} ignored SIGTERM for 10 s: killing it", file=sys.stderr)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # anything of its group left behind
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-        self._reader.join(5)
-
 
 def _log_epoch(ts: str) -> float:
     """'2026-01-02T03:04:05.678Z' → Unix time."""
@@ -215,17 +142,14 @@ def _log_epoch(ts: str) -> float:
 
 
 def start_servers(log_dir: Path) -> dict[str, ServerProcess]:
-    python = sys.executable
     servers: dict[str, ServerProcess] = {}
     try:
-        servers["voicewire"] = ServerProcess(
-            "voicewire",
-            [python, "-m", "voicewire", "serve", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"],
-            log_dir / "voicewire.log",
-        )
+        # The echo agent, named: `voicewire serve` defaults to parrot, which only answers turns.
+        voicewire = serve_argv("--agent", "echo")
+        servers["voicewire"] = ServerProcess("voicewire", voicewire, log_dir / "voicewire.log")
         servers["aiortc"] = ServerProcess(
             "aiortc",
-            [python, str(HERE / "aiortc_echo_server.py"), "--http", "127.0.0.1:0"],
+            [sys.executable, str(HERE / "aiortc_echo_server.py"), "--http", "127.0.0.1:0"],
             log_dir / "aiortc.log",
         )
         for server in servers.values():
@@ -523,8 +447,7 @@ async def measure(servers: dict[str, ServerProcess], calls: int) -> dict[tuple[s
 def check_logs(servers: dict[str, ServerProcess]) -> None:
     """A server that logged an error (or anything but JSON) makes the whole run suspect."""
     for name, server in servers.items():
-        errors = [r for r in server.snapshot() if r.get("level") in ("error", "critical", "raw")]
-        if errors:
+        if errors := server.errors():
             shown = "\n".join(json.dumps(r) for r in errors[:5])
             raise BenchError(f"{name} logged errors during the run:\n{shown}")
 

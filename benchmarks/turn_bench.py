@@ -88,7 +88,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -104,6 +103,7 @@ from aiortc.codecs.opus import OpusEncoder as ClientOpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import is_rtcp
 from machine import LOCK_PATH, cpu_busy, lock_held
+from serve_process import BenchError, ServeProcess, serve_argv
 
 from voicewire.agents.turn_detection import (
     DEFAULTS,
@@ -140,13 +140,8 @@ QUIET_S = 0.3  # no packet for this long: the reply is over
 ECHO_FRAMES = 15  # echo floor: 300 ms of each utterance from its onset, then silence
 SILENT_RMS = 0.5  # a decoded packet at or below this is digital silence
 ECHO_GAP_S = 0.35
-START_TIMEOUT = 20.0
 CONNECT_TIMEOUT = 10.0
 HTTP_TIMEOUT = 5.0
-
-
-class BenchError(Exception):
-    """The run is broken: no number from it may be reported."""
 
 
 def loopback_only() -> None:
@@ -303,89 +298,6 @@ def make_utterances() -> list[Utterance]:
             u.end_frames[silence] = events[1][1] - u.last
         made.append(u)
     return made
-
-
-# Servers.
-
-
-class ServerProcess:
-    """``voicewire serve`` on loopback in its own process group; its JSON log kept by a thread."""
-
-    def __init__(self, agent: str, log_path: Path, cpu: int | None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VOICEWIRE_")}
-        argv = [sys.executable, "-m", "voicewire", "serve", "--agent", agent]
-        argv += ["--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"]
-        if cpu is not None:
-            argv = ["taskset", "-c", str(cpu), *argv]
-        self.name = agent
-        self.log_path = log_path
-        self.records: list[dict] = []
-        self.recent: deque[str] = deque(maxlen=30)
-        self.url: str | None = None
-        self._serving = threading.Event()
-        self._lock = threading.Lock()
-        self.process = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # one group: its relay worker dies with it
-        )
-        self._reader = threading.Thread(target=self._read, name=f"{agent}-log", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        with self.log_path.open("w") as out:
-            for line in self.process.stderr:
-                out.write(line)
-                out.flush()
-                self.recent.append(line.rstrip("\n"))
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    record = {"level": "raw", "msg": line.rstrip("\n")}
-                if not isinstance(record, dict):
-                    continue
-                with self._lock:
-                    self.records.append(record)
-                if self.url is None and record.get("msg") == "serving":
-                    self.url = record["url"]
-                    self._serving.set()
-        self._serving.set()  # stderr closed: the process is gone
-
-    def wait_serving(self) -> str:
-        if not self._serving.wait(START_TIMEOUT) or self.url is None:
-            raise BenchError(f"{self.name} did not start within {START_TIMEOUT} s\n{self.tail()}")
-        return self.url
-
-    def check(self) -> None:
-        """Alive, and nothing but info and warnings in its log."""
-        if self.process.poll() is not None:
-            raise BenchError(f"{self.name} exited with {self.process.returncode}\n{self.tail()}")
-        with self._lock:
-            bad = [r for r in self.records if r.get("level") in ("error", "critical", "raw")]
-        if bad:
-            shown = "\n".join(json.dumps(r) for r in bad[:5])
-            raise BenchError(f"{self.name} logged errors:\n{shown}\n(log: {self.log_path})")
-
-    def tail(self) -> str:
-        return "\n".join(self.recent) + f"\n(full log: {self.log_path})"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                print(f"{self.name} ignored SIGTERM for 10 s: killing it", file=sys.stderr)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # anything of its group left behind
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-        self._reader.join(5)
 
 
 # The client.
@@ -1049,11 +961,16 @@ def main() -> int:
         )
     signal.signal(signal.SIGTERM, _interrupt)  # clean up the servers as on Ctrl-C
     pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-    servers: dict[str, ServerProcess] = {}
+    servers: dict[str, ServeProcess] = {}
     try:
         utterances = make_utterances()
         for agent in ("parrot", "echo"):
-            servers[agent] = ServerProcess(agent, args.log_dir / f"{agent}.log", 1 if pin else None)
+            servers[agent] = ServeProcess(
+                agent,
+                serve_argv("--agent", agent),
+                args.log_dir / f"{agent}.log",
+                cpu=1 if pin else None,
+            )
         urls = {agent: server.wait_serving() for agent, server in servers.items()}
         if pin:
             os.sched_setaffinity(0, {0})
