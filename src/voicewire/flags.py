@@ -179,7 +179,8 @@ def cluster_flags(parser: argparse.ArgumentParser) -> None:
         "--redis",
         env="VOICEWIRE_REDIS_URL",
         metavar="URL",
-        help="Redis holding the transceiver registry, e.g. redis://redis:6379/0 (off when unset)",
+        help="Redis shared by the cluster (transceiver registry, flow records), e.g. "
+        "redis://redis:6379/0 (off when unset)",
     )
 
 

@@ -33,7 +33,7 @@ from voicewire.gateway.app import create_app
 from voicewire.gateway.keys import KeyStore, api_keys_from_environment
 from voicewire.gateway.signaling import Signaling
 from voicewire.http_service import run_service, start_site
-from voicewire.relay.allow_list import AllowList
+from voicewire.relay.allow_list import LOOPBACK, AllowList
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
 from voicewire.relay.supervisor import RelayConfig, RelaySupervisor
 from voicewire.transceiver.endpoint import TransceiverEndpoint
@@ -158,6 +158,7 @@ class EmbeddedStack:
             agent_factory=agent_factory,
             max_sessions=max_sessions,
             consent_timeout=consent_timeout,
+            allow_relays=AllowList.parse(LOOPBACK),  # its relay's worker, on this machine
         )
         self._relay_thread = threading.Thread(
             target=self.relay.run, kwargs={"install_signals": False}, name="relay"

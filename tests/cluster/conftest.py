@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster.services import Gateway, RedisServer, Service, Transceiver
+from tests.relay.conftest import start_relay  # noqa: F401 (a fixture: relays a test starts)
 from tests.relay.relay_process import RelayProcess
 
 
@@ -75,3 +76,18 @@ def cluster(relay, redis):
     running = Cluster(relay, redis)
     yield running
     running.close()
+
+
+@pytest.fixture
+def clusters(redis):
+    """Clusters around relays a test starts itself (``start_relay``), to give them flags or
+    restart them: the services only need the relay's public address, which a restart keeps."""
+    made: list[Cluster] = []
+
+    def make(relay: RelayProcess) -> Cluster:
+        made.append(Cluster(relay, redis))
+        return made[-1]
+
+    yield make
+    for running in made:
+        running.close()

@@ -24,6 +24,12 @@ CASES = {
         "no routing secrets",
     ),
     "bad-redis-url": (["transceiver", *LOOPBACK, "--redis", "http://x"], {}, 2, "Redis URL"),
+    "bad-allow-relays": (
+        ["transceiver", *LOOPBACK],
+        {"VOICEWIRE_ALLOW_RELAYS": "10.0.0.0/33"},
+        2,
+        "--allow-relays: not a network",
+    ),
     "advertise-not-an-ip": (
         ["transceiver", *LOOPBACK, "--advertise", "transceiver.local:7000"],
         {},

@@ -23,6 +23,7 @@ class RelayProcess:
         if secrets is not None:
             env["VOICEWIRE_ROUTING_SECRETS"] = secrets
         self.flags = flags
+        self.spawned_at = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "voicewire", "relay", *flags],
             env=env,
@@ -51,10 +52,11 @@ class RelayProcess:
         while time.monotonic() < deadline:
             try:
                 if urllib.request.urlopen(self.metrics_url + "/readyz", timeout=1).status == 200:
+                    self.ready_at = time.monotonic()  # its workers are serving from here on
                     return
             except (urllib.error.URLError, ConnectionError):
                 pass
-            time.sleep(0.05)
+            time.sleep(0.01)  # a close ready_at: restart tests measure from it
         raise TimeoutError("relay never became ready")
 
     def metrics(self) -> dict[tuple[str, tuple], float]:

@@ -17,6 +17,8 @@ Key schema (``{c}`` is the cluster id, ``{id}`` a transceiver id: its advertised
     voicewire:call:{call_id}        STRING, the owning transceiver's internal API base URL,
                                     EX CALL_TTL, written by the gateway that placed the call
     voicewire:ek:{sha256 hex}       ephemeral keys (``ephemeral_keys.py``)
+    voicewire:flow:{c}:{client}     flow records: the transceiver owning a client address
+                                    (``flows.py``)
 """
 
 from __future__ import annotations

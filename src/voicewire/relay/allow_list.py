@@ -1,8 +1,11 @@
 """Which internal addresses the relay may talk to: the transceiver networks, as CIDRs.
 
 Downstream datagrams are accepted only from these networks, and upstream datagrams are sent only
-to them, even when a valid token names another address: a leaked routing secret still cannot aim
-the relay outside the transceiver networks.
+to them, even when a valid token (or a flow record in Redis) names another address: a leaked
+routing secret still cannot aim the relay outside the transceiver networks.
+
+The transceiver checks the other way with the same class (``--allow-relays``): only the relay
+networks may hand it datagrams that claim, in their relay header, to come from any client.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import ipaddress
 from collections.abc import Iterable
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK = "127.0.0.0/8,::1/128"  # the default on both sides: everything on one machine
 
 
 class AllowList:
@@ -32,7 +36,7 @@ class AllowList:
                 except ValueError as exc:
                     raise ValueError(f"not a network: {item!r} ({exc})") from None
         if not networks:
-            raise ValueError("the transceiver allow-list is empty")
+            raise ValueError("the allow-list is empty")
         return cls(networks)
 
     def permits(self, host: str) -> bool:
@@ -40,7 +44,7 @@ class AllowList:
         verdict = self._verdicts.get(host)
         if verdict is None:
             verdict = self._judge(host)
-            if len(self._verdicts) < 4096:  # transceivers are few; never let strangers grow it
+            if len(self._verdicts) < 4096:  # peers are few; never let strangers grow it
                 self._verdicts[host] = verdict
         return verdict
 

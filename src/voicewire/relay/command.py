@@ -8,6 +8,7 @@ import logging
 from voicewire import logs
 from voicewire.flags import (
     ConfigError,
+    cluster_flags,
     fail,
     flag,
     host_port,
@@ -17,7 +18,7 @@ from voicewire.flags import (
     routing_keys,
     secrets_file_flag,
 )
-from voicewire.relay.allow_list import AllowList
+from voicewire.relay.allow_list import LOOPBACK, AllowList
 from voicewire.relay.sockets import BindError
 from voicewire.relay.supervisor import RelayConfig, RelaySupervisor
 
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-transceivers",
         metavar="CIDR[,CIDR…]",
         env="VOICEWIRE_ALLOW_TRANSCEIVERS",
-        default="127.0.0.0/8,::1/128",
+        default=LOOPBACK,
         help="CIDRs of the transceiver networks; the relay talks to nothing else internally",
     )
     secrets_file_flag(parser)
@@ -72,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         help="seconds after which a silent client flow is forgotten",
     )
+    cluster_flags(parser)
     flag(
         parser,
         "--metrics",
@@ -105,9 +107,18 @@ def run(args: argparse.Namespace, prog: str) -> int:
             metrics=args.metrics,
             socket_buffer=args.socket_buffer,
             log_level=args.log_level,
+            redis=args.redis,
+            cluster_id=args.cluster_id,
         )
     except (ConfigError, ValueError) as exc:
         fail(prog, str(exc))
+    if args.redis is not None:
+        from voicewire.cluster.redis_client import connect_blocking  # only with --redis
+
+        try:
+            connect_blocking(args.redis).close()  # the URL is good; workers connect themselves
+        except ValueError as exc:
+            fail(prog, f"--redis: {exc}")
     try:
         supervisor = RelaySupervisor(config)
     except (BindError, OSError) as exc:

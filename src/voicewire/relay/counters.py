@@ -19,6 +19,8 @@ class Drop(IntEnum):
     NOT_ALLOWED = 4  # internal peer outside the transceiver allow-list
     UNREACHABLE = 5  # an address family the relay's sockets cannot reach
     SEND_FAILED = 6  # the kernel refused the send (full buffer, no route)
+    RECOVERING = 7  # no flow yet, its lookup pending, and as many held as a lookup may hold
+    LOOKUP_RATE_LIMITED = 8  # no flow, and the worker's lookup budget spent (flow_recovery)
 
     @property
     def label(self) -> str:
@@ -35,6 +37,12 @@ class RelayCounters:
         "downstream_bytes",
         "learned_from_stun",
         "learned_from_downstream",
+        "learned_from_redis",
+        "lookups",  # flow lookups asked of Redis (flow_recovery); answered ones are counted below
+        "lookup_hits",  # answered with a record naming an allowed transceiver
+        "lookup_misses",  # answered with no record
+        "lookup_refused",  # answered with a record naming anything else: never forwarded to
+        "lookup_errors",  # not answered: Redis failed
         "expired",
         "flows",
         "drops",

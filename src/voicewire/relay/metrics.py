@@ -41,16 +41,32 @@ class RelayCollector(Collector):
             drops.add_metric([reason.label], total.drops[reason])
         learned = CounterMetricFamily(
             "voicewire_relay_flows_learned",
-            "Flows installed, by what taught them: a verified STUN token or a downstream packet.",
+            "Flows installed, by what taught them: a verified STUN token, a downstream packet, "
+            "or a flow record in Redis.",
             labels=["source"],
         )
         learned.add_metric(["stun"], total.learned_from_stun)
         learned.add_metric(["downstream"], total.learned_from_downstream)
+        learned.add_metric(["redis"], total.learned_from_redis)
+        lookups = CounterMetricFamily(
+            "voicewire_relay_flow_lookups", "Flow records asked of Redis, for clients with no flow."
+        )
+        lookups.add_metric([], total.lookups)
+        results = CounterMetricFamily(
+            "voicewire_relay_flow_lookup_results",
+            "Flow lookups answered, by result: hit, miss, refused (a record naming an address "
+            "outside the allow-list), or error (Redis failed).",
+            labels=["result"],
+        )
+        results.add_metric(["hit"], total.lookup_hits)
+        results.add_metric(["miss"], total.lookup_misses)
+        results.add_metric(["refused"], total.lookup_refused)
+        results.add_metric(["error"], total.lookup_errors)
         expired = CounterMetricFamily(
             "voicewire_relay_flows_expired", "Flows forgotten after the idle timeout."
         )
         expired.add_metric([], total.expired)
-        yield from (packets, octets, drops, learned, expired)
+        yield from (packets, octets, drops, learned, lookups, results, expired)
         yield GaugeMetricFamily("voicewire_relay_flows", "Live flows.", value=total.flows)
         yield GaugeMetricFamily(
             "voicewire_relay_workers", "Worker processes running.", value=self.workers_alive()

@@ -4,14 +4,16 @@ DESIGN §4, upstream (public port, from client C):
 1. C has a flow → its transceiver. For media this is the whole hot path.
 2. A STUN binding request → read the server ufrag, verify the routing token, (re)install C's flow.
    Checks on a known flow whose ufrag is the one already verified skip the MAC.
-3. Anything else → drop and count.
+3. Anything else → with ``--redis``, ask who owns C (``flow_recovery``: the answer comes later,
+   and installs C's flow through ``adopt``); else drop and count.
 
 Downstream (internal socket, from transceiver T): only from allow-listed networks; the relay
 header names C; the flow C → T is (re)learned, so a restarted relay recovers a live session
 from the first downstream packet instead of waiting for the next consent check.
 
 The router never answers a client and never names a destination that neither a valid token nor
-an allow-listed source gave it.
+an allow-listed source gave it: a transceiver named by a token or by a flow record in Redis is
+used only inside the allow-list.
 
 Addresses are socket address bytes: ``struct sockaddr_in`` or ``sockaddr_in6`` exactly as
 recvmmsg(2) writes them and sendmmsg(2) reads them (see ``mmsg``), for the family of the socket
@@ -24,13 +26,16 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from voicewire.relay.allow_list import AllowList
 from voicewire.relay.counters import Drop, RelayCounters
 from voicewire.relay.flow_table import FlowTable
 from voicewire.wire import relay_header, stun_username
 from voicewire.wire.routing_token import RoutingKeys, TokenError
+
+if TYPE_CHECKING:
+    from voicewire.relay.flow_recovery import FlowRecovery
 
 SockAddr = bytes  # struct sockaddr_in (16 bytes) or struct sockaddr_in6 (28 bytes)
 
@@ -133,6 +138,8 @@ class Router:
         self._public_v6 = public_family == socket.AF_INET6
         self._internal_v6 = internal_family == socket.AF_INET6
         self._transceivers: set[SockAddr] = set()  # internal peers found in the allow-list
+        self.recovery: FlowRecovery | None = None
+        """Asks Redis about clients without a flow (``--redis``); None: they are dropped."""
 
     def route_upstream(self, datagram: bytes | memoryview, client: SockAddr) -> Route | None:
         """The route for a datagram from a client, or None (dropped and counted)."""
@@ -147,7 +154,10 @@ class Router:
             drops[Drop.MALFORMED] += 1
             return None
         if datagram[0] > 3:  # only reached for clients without a flow
-            drops[Drop.UNKNOWN_FLOW] += 1
+            if self.recovery is None:
+                drops[Drop.UNKNOWN_FLOW] += 1
+            else:
+                self.recovery.unknown(datagram, client)  # held or dropped; counted there
             return None
         try:
             ufrag = stun_username.server_ufrag(datagram)
@@ -166,17 +176,32 @@ class Router:
         except TokenError:
             drops[Drop.BAD_TOKEN] += 1
             return None
-        host, port = token.transceiver
-        if not self.allow.permits(host):
-            drops[Drop.NOT_ALLOWED] += 1
+        route = self._install(client, token.transceiver, ufrag)
+        if isinstance(route, Drop):
+            drops[route] += 1
             return None
-        transceiver = to_sockaddr(host, port, self._internal_v6)
-        if transceiver is None:
-            drops[Drop.UNREACHABLE] += 1
-            return None
-        route = Route(transceiver, header_of(client), ufrag)
-        self.flows.install(client, route)
         self.counters.learned_from_stun += 1
+        return route
+
+    def adopt(self, client: SockAddr, transceiver: tuple[str, int]) -> Route | Drop:
+        """Install C → the transceiver a flow record in Redis named, on the terms a token's
+        address gets; or say why not. The caller counts (it may have datagrams held)."""
+        route = self._install(client, transceiver, None)
+        if not isinstance(route, Drop):
+            self.counters.learned_from_redis += 1
+        return route
+
+    def _install(
+        self, client: SockAddr, transceiver: tuple[str, int], ufrag: bytes | None
+    ) -> Route | Drop:
+        host, port = transceiver
+        if not self.allow.permits(host):
+            return Drop.NOT_ALLOWED
+        address = to_sockaddr(host, port, self._internal_v6)
+        if address is None:
+            return Drop.UNREACHABLE
+        route = Route(address, header_of(client), ufrag)
+        self.flows.install(client, route)
         return route
 
     def route_downstream(

@@ -35,6 +35,11 @@ class StatsBoard:
         _VALUES.pack_into(self._map, offset + _SEQ.size, *counters.values())
         _SEQ.pack_into(self._map, offset, seq + 2)
 
+    def sequence(self, slot: int) -> int:
+        """How many writes the slot has seen (times two): a worker that published since a
+        reading is serving."""
+        return _SEQ.unpack_from(self._map, slot * SLOT_SIZE)[0]
+
     def read(self, slot: int) -> RelayCounters:
         """The slot's latest snapshot (a worker that died mid-write leaves its last values)."""
         offset = slot * SLOT_SIZE

@@ -53,6 +53,10 @@ class RelayConfig:
     socket_buffer: int
     """SO_RCVBUF/SO_SNDBUF bytes: small enough that overload sheds instead of queueing."""
     log_level: str = "info"
+    redis: str | None = None
+    """Redis URL of the flow records to recover unknown clients from, or None: no lookups."""
+    cluster_id: int = 0
+    """The cluster whose flow records are read."""
 
 
 class _WorkerHandle:
@@ -62,6 +66,8 @@ class _WorkerHandle:
         self.started = 0.0
         self.backoff = _RESPAWN_BACKOFF[0]
         self.respawn_at = 0.0
+        self.spawned_sequence = 0
+        """Its stats slot's sequence when it was started: once that moves, it is serving."""
 
 
 class RelaySupervisor:
@@ -95,7 +101,17 @@ class RelaySupervisor:
         return sum(1 for w in self._workers if w.process is not None and w.process.poll() is None)
 
     def ready(self) -> bool:
-        return not self._stop.is_set() and self.workers_alive() == len(self._workers)
+        """Every worker is in its loop: it has published counters since it was started. A
+        worker is alive some 50 ms before then, importing (150 ms with ``--redis``: a ready
+        relay can recover flows)."""
+        return not self._stop.is_set() and all(self._serving(w) for w in self._workers)
+
+    def _serving(self, worker: _WorkerHandle) -> bool:
+        return (
+            worker.process is not None
+            and worker.process.poll() is None
+            and self.board.sequence(worker.slot) != worker.spawned_sequence
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -122,6 +138,7 @@ class RelaySupervisor:
                 "allow": str(self.config.allow),
                 "key_ids": self.config.keys.key_ids,
                 "metrics": self._ops.address if self._ops else None,
+                "flow_recovery": self.config.redis is not None,
             },
         )
         try:
@@ -149,7 +166,10 @@ class RelaySupervisor:
             "allow": str(self.config.allow),
             "idle_timeout": self.config.idle_timeout,
             "log_level": self.config.log_level,
+            "redis": self.config.redis,  # may hold a password: the pipe, never argv
+            "cluster_id": self.config.cluster_id,
         }
+        worker.spawned_sequence = self.board.sequence(worker.slot)  # before it can publish
         process = subprocess.Popen(
             [sys.executable, "-m", "voicewire.relay.worker"], stdin=subprocess.PIPE, pass_fds=fds
         )

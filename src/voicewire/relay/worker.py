@@ -11,7 +11,9 @@ sender's raw socket address (``router``): no copy, no address string, no per-dat
 call. The benchmark in ``benchmarks/relay_bench.py`` measures this loop against a C forwarder.
 
 A worker is started by the supervisor with its sockets and stats board as inherited file
-descriptors and its configuration as JSON on stdin (secrets never appear in argv).
+descriptors and its configuration as JSON on stdin (secrets never appear in argv). With
+``--redis`` it also runs a flow lookup thread, whose eventfd joins the epoll set
+(``flow_recovery``); without it, nothing of Redis is imported.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from voicewire import logs
 from voicewire.relay.allow_list import AllowList
 from voicewire.relay.counters import Drop
 from voicewire.relay.mmsg import MSG_TRUNC, Batch
-from voicewire.relay.router import Router
+from voicewire.relay.router import Router, from_sockaddr
 from voicewire.relay.stats_board import StatsBoard
 from voicewire.wire import relay_header
 from voicewire.wire.routing_token import RoutingKeys
@@ -125,6 +127,22 @@ class Worker:
         counters.downstream_packets += packets
         counters.downstream_bytes += octets
 
+    def forward_recovered(self) -> None:
+        """Forward what clients sent while their flows were looked up, now that the answers
+        installed them. Rare (after a restart), so a plain sendto each."""
+        assert self.router.recovery is not None
+        counters = self.router.counters
+        for route, held in self.router.recovery.answered():
+            transceiver = from_sockaddr(route.transceiver)
+            for datagram in held:
+                try:
+                    self.internal.sendto(route.header + datagram, transceiver)
+                except OSError:
+                    counters.drops[Drop.SEND_FAILED] += 1
+                else:
+                    counters.upstream_packets += 1
+                    counters.upstream_bytes += len(datagram)
+
     def _tally(self, queued: int, refused: list[int], truncated: int) -> tuple[int, int]:
         """Count one pump's drops; return the packets and payload bytes the kernel took."""
         octets = sum(self._sizes[:queued])
@@ -147,6 +165,9 @@ class Worker:
         poller.register(internal_fd, select.EPOLLIN)
         poller.register(wake_read.fileno(), select.EPOLLIN)
         router = self.router
+        answers_fd = -1 if router.recovery is None else router.recovery.fd
+        if router.recovery is not None:
+            poller.register(answers_fd, select.EPOLLIN)
         now = time.monotonic()
         next_rotation = now + router.flows.rotation_period
         next_publish = now
@@ -165,6 +186,8 @@ class Worker:
                         self.pump_upstream()
                     elif fd == internal_fd:
                         self.pump_downstream()
+                    elif fd == answers_fd:
+                        self.forward_recovered()
                     else:
                         _drain(wake_read)
                 now = time.monotonic()
@@ -215,6 +238,12 @@ def main() -> None:
         internal.family,
         counters,
     )
+    lookups = None
+    if config["redis"] is not None:  # imported only then: redis takes a tenth of a second
+        from voicewire.relay.flow_recovery import FlowRecovery, RedisLookups
+
+        lookups = RedisLookups(config["redis"], config["cluster_id"])
+        router.recovery = FlowRecovery(router, lookups)
     worker = Worker(public, internal, router)
 
     def stop(signum: int, frame: object) -> None:
@@ -224,6 +253,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)
     log.info("worker started", extra={"slot": slot, "pid": os.getpid()})
     worker.serve(lambda: board.publish(slot, router.counters))
+    if lookups is not None:
+        lookups.close()
     log.info("worker stopped", extra={"slot": slot})
 
 

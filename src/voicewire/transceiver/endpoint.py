@@ -8,7 +8,12 @@ through the relay address each client was last heard through.
 
 After any change to a session, ``_pump`` drains it: datagrams out, events applied (indexes,
 agent, call end), its next deadline into the one timer heap. Every path that ends a session goes
-through ``_on_closed``, which removes every index entry the session ever had.
+through ``_on_closed``, which removes every index entry the session ever had, and, with flow
+records on (``cluster/flows.py``), the records of the client addresses it owned.
+
+A relay header names any client its sender likes, so datagrams are taken only from the relay
+networks (``allow_relays``): anyone else who reaches this socket could otherwise speak for a
+client, and steer its session's replies at will.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import os
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from voicewire.agents import realtime_events as rt
 from voicewire.agents.api import Agent, Call, CallStats, Response
+from voicewire.relay.allow_list import LOOPBACK, AllowList
 from voicewire.rtc.audio_stream import AudioParams, AudioReceived, OutputDrained
 from voicewire.rtc.certificate import Certificate
 from voicewire.rtc.data_channel import ChannelClosed, ChannelMessage, ChannelOpened
@@ -47,6 +53,9 @@ from voicewire.transceiver.timer_heap import TimerHeap
 from voicewire.wire import relay_header, stun_username
 from voicewire.wire.routing_token import RoutingKeys
 
+if TYPE_CHECKING:
+    from voicewire.cluster.flows import FlowPublisher
+
 log = logging.getLogger("voicewire.transceiver")
 
 AGENT_STOP_GRACE = 2.0  # seconds an agent gets to return after its call ended
@@ -64,6 +73,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
         dtls_role: str = "client",
         consent_timeout: float = 30.0,
         metrics: TransceiverMetrics | None = None,
+        allow_relays: AllowList | None = None,
     ) -> None:
         self.keys = keys
         self.advertise = advertise
@@ -72,6 +82,10 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
         self.dtls_role = dtls_role
         self.consent_timeout = consent_timeout
         self.metrics = metrics or TransceiverMetrics()
+        self.allow_relays = allow_relays or AllowList.parse(LOOPBACK)
+        self.flows: FlowPublisher | None = None
+        """Where client addresses are announced for relays to recover (set once the socket is
+        bound and its address known), or None without Redis."""
         self.certificate = Certificate.generate(datetime.now(UTC))
         self._agent_factory = agent_factory
         self._calls: dict[str, LiveCall] = {}
@@ -182,6 +196,9 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
     # Network side.
 
     def datagram_received(self, data: bytes, relay: tuple) -> None:
+        if not self.allow_relays.permits(relay[0]):  # a verdict cached per relay host
+            self.metrics.drop("not_allowed")
+            return
         try:
             _, host, port, offset = relay_header.decode(data)
         except relay_header.HeaderError:
@@ -239,6 +256,8 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
                     previous.addresses.discard(event.address)  # the client reused its port
                 self._by_address[event.address] = live
                 live.addresses.add(event.address)
+                if self.flows is not None:
+                    self.flows.announce(event.address)
             elif isinstance(event, SessionConnected):
                 self._on_connected(live)
             elif isinstance(event, ChannelOpened):
@@ -303,6 +322,8 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
         for address in live.addresses:
             if self._by_address.get(address) is live:
                 del self._by_address[address]
+                if self.flows is not None:
+                    self.flows.forget(address)
         live.addresses.clear()
         self._timers.schedule(live, None)
         live.call.end(event.reason.value)

@@ -1,9 +1,10 @@
 """``voicewire transceiver``: one transceiver as a cluster service (DESIGN §5, §8).
 
 One process is one UDP socket and one address in its routing tokens. Relays send it every
-datagram of the sessions it owns; gateways ask its internal HTTP API for answers
-(``internal_api.py``); with ``--redis`` it keeps its record in the registry so gateways find it
-and see its load (``cluster/heartbeat.py``).
+datagram of the sessions it owns (and only relays: ``--allow-relays``); gateways ask its internal
+HTTP API for answers (``internal_api.py``); with ``--redis`` it keeps its record in the registry
+so gateways find it and see its load (``cluster/heartbeat.py``), and writes which client
+addresses it owns so a restarted relay finds their flows at once (``cluster/flows.py``).
 
 SIGTERM (or SIGINT) drains it, as Kubernetes expects of a pod being replaced: new sessions get
 503, /readyz answers 503, its registry record says ``draining``, and live calls go on until they
@@ -26,6 +27,7 @@ from redis.asyncio import Redis
 
 from voicewire import logs
 from voicewire.agents.api import Agent
+from voicewire.cluster.flows import FlowPublisher, address_text
 from voicewire.cluster.heartbeat import Heartbeat
 from voicewire.cluster.redis_client import connect
 from voicewire.cluster.registry import TransceiverRecord, TransceiverRegistry
@@ -46,6 +48,7 @@ from voicewire.flags import (
 )
 from voicewire.gateway.signaling import Signaling
 from voicewire.http_service import run_service, start_site
+from voicewire.relay.allow_list import LOOPBACK, AllowList
 from voicewire.relay.sockets import BindError
 from voicewire.transceiver import internal_api
 from voicewire.transceiver.endpoint import TransceiverEndpoint
@@ -54,6 +57,7 @@ from voicewire.wire.routing_token import RoutingKeys
 log = logging.getLogger("voicewire.transceiver")
 
 DRAIN_POLL = 0.05  # seconds between looks at the session count while draining
+FLOW_TTL_CONSENTS = 2  # a flow record outlives its last rewrite by two consent timeouts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="the relays' public address, the only candidate in every answer (required)",
     )
+    flag(
+        parser,
+        "--allow-relays",
+        env="VOICEWIRE_ALLOW_RELAYS",
+        default=LOOPBACK,
+        metavar="CIDR[,CIDR…]",
+        help="CIDRs of the relays' internal addresses; datagrams from anywhere else are dropped",
+    )
     secrets_file_flag(parser)
     agent_flags(parser)
     cluster_flags(parser)
@@ -123,16 +135,21 @@ def run(args: argparse.Namespace, prog: str) -> int:
     except ConfigError as exc:
         fail(prog, str(exc))
     try:
+        relays = AllowList.parse(args.allow_relays)
+    except ValueError as exc:
+        fail(prog, f"--allow-relays: {exc}")
+    try:
         redis = None if args.redis is None else connect(args.redis)
     except ValueError as exc:
         fail(prog, f"--redis: {exc}")
-    return run_service(prog, _serve(args, keys, factory, redis))
+    return run_service(prog, _serve(args, keys, factory, relays, redis))
 
 
 async def _serve(
     args: argparse.Namespace,
     keys: RoutingKeys,
     factory: Callable[[], Agent],
+    relays: AllowList,
     redis: Redis | None,
 ) -> None:
     loop = asyncio.get_running_loop()
@@ -145,11 +162,12 @@ async def _serve(
         agent_factory=factory,
         max_sessions=args.max_sessions,
         cluster_id=args.cluster_id,
+        allow_relays=relays,
     )
     advertise_http = ""  # known once the HTTP port is bound
 
     def record() -> TransceiverRecord:
-        advertise = _text(endpoint.advertise)
+        advertise = address_text(endpoint.advertise)
         return TransceiverRecord(
             id=advertise,
             advertise=advertise,
@@ -164,6 +182,8 @@ async def _serve(
         None if redis is None else Heartbeat(TransceiverRegistry(redis, args.cluster_id), record)
     )
     beating: asyncio.Task | None = None
+    flows: FlowPublisher | None = None  # made once the UDP address is known
+    publishing: asyncio.Task | None = None
     runner = web.AppRunner(
         internal_api.create_app(
             Signaling(endpoint, args.relay_public),
@@ -178,10 +198,16 @@ async def _serve(
         try:
             keys.issue(endpoint.advertise, args.cluster_id)  # the tokens it will mint are valid
         except ValueError as exc:
-            raise ConfigError(f"--advertise {_text(endpoint.advertise)}: {exc}") from None
+            raise ConfigError(f"--advertise {address_text(endpoint.advertise)}: {exc}") from None
+        if redis is not None:
+            ttl = FLOW_TTL_CONSENTS * endpoint.consent_timeout
+            flows = endpoint.flows = FlowPublisher(redis, args.cluster_id, endpoint.advertise, ttl)
+            publishing = loop.create_task(flows.run())
         await runner.setup()
         http = await start_site(runner, args.http)
-        advertise_http = args.advertise_http or f"http://{_text((endpoint.advertise[0], http[1]))}"
+        advertise_http = args.advertise_http or (
+            f"http://{address_text((endpoint.advertise[0], http[1]))}"
+        )
         if heartbeat is not None:
             beating = loop.create_task(heartbeat.run())
         log.info(
@@ -195,6 +221,7 @@ async def _serve(
                 "agent": args.agent,
                 "cluster_id": args.cluster_id,
                 "registry": redis is not None,
+                "allow_relays": str(relays),
             },
         )
         await stop.wait()
@@ -204,6 +231,11 @@ async def _serve(
         await _drain(endpoint, args.drain_grace, hurry)
     finally:
         endpoint.close()  # ends every session left with CloseReason.DRAIN, then the socket
+        if flows is not None and publishing is not None:
+            publishing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publishing
+            await flows.close()  # the deletes of the sessions just ended
         if beating is not None:
             beating.cancel()  # and wait, so no late heartbeat rewrites the record withdrawn here
             with contextlib.suppress(asyncio.CancelledError):
@@ -230,9 +262,4 @@ async def _bind_udp(endpoint: TransceiverEndpoint, address: tuple[str, int]) -> 
     try:
         return await endpoint.listen(address)
     except OSError as exc:
-        raise BindError(f"cannot bind UDP {_text(address)}: {exc.strerror}") from None
-
-
-def _text(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise BindError(f"cannot bind UDP {address_text(address)}: {exc.strerror}") from None
