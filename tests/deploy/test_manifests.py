@@ -238,17 +238,28 @@ def test_only_relays_and_gateways_reach_transceivers(objects: list[Obj], variant
     assert allowed == {("relay", "UDP", 7000), ("gateway", "TCP", 8081)}
 
 
-def test_only_gateways_and_transceivers_reach_redis(objects: list[Obj]) -> None:
+def test_only_gateways_transceivers_and_relays_reach_redis(
+    objects: list[Obj], variant: str
+) -> None:
     labels = component_labels(objects)
     redis = pod_labels(redis_workload(objects))
     rules = ingress_rules_for(objects, redis)
     assert rules, "no NetworkPolicy isolates Redis"
+    reach = set()
     for policy, rule in rules:
         assert rule.get("from"), policy
+        ports = {(p["protocol"], p["port"]) for p in rule.get("ports", [])}
+        assert ports == {("TCP", 6379)}, policy
         for peer in rule["from"]:
+            if "ipBlock" in peer:  # hostNetwork relays come from the node network
+                assert variant == HOSTNETWORK, (policy, peer)
+                reach.add("relay")
+                continue
             assert set(peer) == {"podSelector"}, (policy, peer)
             who = {c for c in labels if selects(peer["podSelector"], labels[c])}
-            assert who and who <= {"gateway", "transceiver"}, (policy, who)
+            assert who and who <= {"gateway", "transceiver", "relay"}, (policy, who)
+            reach |= who
+    assert reach == {"gateway", "transceiver", "relay"}  # relays: flow recovery
 
 
 def test_prometheus_namespace_is_one_configurable_selector(objects: list[Obj]) -> None:
