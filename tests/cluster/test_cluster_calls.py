@@ -126,6 +126,15 @@ async def test_calls_spread_by_load_and_sigterm_ends_once_the_calls_do(cluster):
             await client.close()
 
 
+async def test_an_idle_transceiver_exits_at_once_on_sigterm(cluster):
+    """No calls to wait for: the drain ends in the same loop pass that pokes the heartbeat,
+    whose cancel must not be lost (it once was, and the process hung)."""
+    (transceiver,) = await cluster.transceivers(1)
+    transceiver.send(signal.SIGTERM)
+    assert await transceiver.wait_exit(5) == 0
+    assert await records(cluster.redis.url) == {}
+
+
 async def test_a_killed_transceiver_leaves_the_pool_and_calls_go_to_the_other(cluster):
     transceivers = by_address(await cluster.transceivers(2))
     (gateway,) = await cluster.gateways(1)

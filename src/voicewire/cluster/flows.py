@@ -111,6 +111,7 @@ class FlowPublisher:
         self._pending: dict[str, bool] = {}  # key → write (True) or delete (False), in order
         self._wake = asyncio.Event()
         self._reachable = True
+        self._stopped = False
 
     def announce(self, client: tuple[str, int]) -> None:
         """This transceiver owns ``client`` now. Costs a dict write: the media path calls it."""
@@ -129,17 +130,25 @@ class FlowPublisher:
         self._pending[key] = write
         self._wake.set()
 
+    def stop(self) -> None:
+        """End ``run`` after the write in flight (a cancel inside redis-py can be lost: see
+        ``Heartbeat.stop``); ``close`` then writes what is left."""
+        self._stopped = True
+        self._wake.set()
+
     async def run(self) -> None:
-        """Write changes as they come, and every live record each ttl / 4, until cancelled."""
+        """Write changes as they come, and every live record each ttl / 4, until stopped."""
         loop = asyncio.get_running_loop()
         refresh_at = loop.time() + self._refresh
-        while True:
+        while not self._stopped:
             # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that arrives as
             # the event is set, and exit does just that (the last sessions' forgets, then cancel).
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, refresh_at - loop.time())):
                     await self._wake.wait()
             self._wake.clear()
+            if self._stopped:
+                return
             refresh = loop.time() >= refresh_at
             if refresh:
                 refresh_at = loop.time() + self._refresh

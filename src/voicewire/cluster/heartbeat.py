@@ -34,18 +34,29 @@ class Heartbeat:
         self._record = record
         self._changed = asyncio.Event()
         self._reachable = True
+        self._stopped = False
 
     def poke(self) -> None:
         """Something a gateway should know changed: write the record now, not at the next beat."""
         self._changed.set()
 
+    def stop(self) -> None:
+        """End ``run`` after the write in flight. A flag, not only a cancel: a cancel that lands
+        inside a redis-py command can be lost (redis/redis-py#2028, #2551), and a transceiver
+        that drained must not then hang on its heartbeat."""
+        self._stopped = True
+        self._changed.set()
+
     async def run(self) -> None:
-        """Publish until cancelled."""
-        while True:
+        """Publish until stopped."""
+        while not self._stopped:
             self._changed.clear()
             await self._publish()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as
+            # the event is set.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), HEARTBEAT)
+                async with asyncio.timeout(HEARTBEAT):
+                    await self._changed.wait()
 
     async def withdraw(self) -> None:
         """Leave the registry at once (after a drain); a failure only means it expires instead."""

@@ -56,6 +56,7 @@ from voicewire.wire.routing_token import RoutingKeys
 
 log = logging.getLogger("voicewire.transceiver")
 
+STOP_TIMEOUT = 2.0  # seconds a background writer gets to finish its Redis command at exit
 DRAIN_POLL = 0.05  # seconds between looks at the session count while draining
 FLOW_TTL_CONSENTS = 2  # a flow record outlives its last rewrite by two consent timeouts
 
@@ -232,19 +233,24 @@ async def _serve(
     finally:
         endpoint.close()  # ends every session left with CloseReason.DRAIN, then the socket
         if flows is not None and publishing is not None:
-            publishing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publishing
+            flows.stop()
+            await _finish(publishing)
             await flows.close()  # the deletes of the sessions just ended
-        if beating is not None:
-            beating.cancel()  # and wait, so no late heartbeat rewrites the record withdrawn here
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+        if heartbeat is not None and beating is not None:
+            heartbeat.stop()  # and wait, so no late heartbeat rewrites the record withdrawn here
+            await _finish(beating)
             await heartbeat.withdraw()
         await runner.cleanup()
         if redis is not None:
             await redis.aclose()
     log.info("transceiver stopped")
+
+
+async def _finish(task: asyncio.Task) -> None:
+    """Wait for a stopped background task, briefly; cancel it if it is stuck on Redis."""
+    await asyncio.wait({task}, timeout=STOP_TIMEOUT)
+    if not task.done():
+        task.cancel()
 
 
 async def _drain(endpoint: TransceiverEndpoint, grace: float, hurry: asyncio.Event) -> None:
