@@ -10,14 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 from yarl import URL
 
-from voicewire.agents.api import Agent
-from voicewire.agents.realtime_bridge import Backend
-from voicewire.agents.registry import AGENTS, BRIDGE, agent_factory
 from voicewire.wire.routing_token import RoutingKeys
 
 SECRETS_ENV = "VOICEWIRE_ROUTING_SECRETS"
@@ -65,89 +61,6 @@ def secrets_file_flag(parser: argparse.ArgumentParser) -> None:
         help="file of routing secrets, 'kid:hex' per line or comma-separated, the signing key "
         f"first; or set {SECRETS_ENV} to the same text",
     )
-
-
-def agent_flags(parser: argparse.ArgumentParser) -> None:
-    """``--agent``, its backend and ``--max-sessions``: what a transceiver's calls talk to,
-    and how many."""
-    flag(
-        parser,
-        "--agent",
-        env="VOICEWIRE_AGENT",
-        default="parrot",
-        type=agent_name,
-        metavar="|".join(AGENTS),
-        help="the agent every call talks to",
-    )
-    backend_flags(parser)
-    flag(
-        parser,
-        "--max-sessions",
-        env="VOICEWIRE_MAX_SESSIONS",
-        type=positive_int,
-        default=200,
-        metavar="N",
-        help="calls at once before new ones get 503",
-    )
-
-
-def backend_flags(parser: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--backend-key``, ``--backend-model``: where ``realtime-bridge`` goes."""
-    flag(
-        parser,
-        "--backend",
-        env="VOICEWIRE_BACKEND",
-        type=websocket_url,
-        metavar="URL",
-        help=f"the OpenAI-Realtime-compatible WebSocket the {BRIDGE} agent relays each call to, "
-        "e.g. wss://api.openai.com/v1/realtime",
-    )
-    flag(
-        parser,
-        "--backend-key",
-        env="VOICEWIRE_BACKEND_KEY",
-        metavar="KEY",
-        help="bearer key for --backend; prefer the environment variable, since a command line "
-        "is visible to other users of the machine",
-    )
-    flag(
-        parser,
-        "--backend-model",
-        env="VOICEWIRE_BACKEND_MODEL",
-        default="gpt-realtime",
-        metavar="MODEL",
-        help="the ?model= of --backend when its URL names none",
-    )
-
-
-def agent_factory_from(args: argparse.Namespace) -> Callable[[], Agent]:
-    """The per-call agent factory ``agent_flags`` describe; ConfigError when one is missing."""
-    backend = None
-    if args.backend is not None:
-        backend = Backend(args.backend, args.backend_key or None, args.backend_model)
-    try:
-        return agent_factory(args.agent, backend)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def agent_name(text: str) -> str:
-    """A built-in agent's name. A type, not ``choices``: argparse checks choices only on the
-    command line, never on a default taken from the environment."""
-    if text not in AGENTS:
-        raise argparse.ArgumentTypeError(f"unknown agent {text!r}; one of {', '.join(AGENTS)}")
-    return text
-
-
-def websocket_url(text: str) -> str:
-    """A ``ws://`` or ``wss://`` URL."""
-    try:
-        url = URL(text)
-    except ValueError:
-        url = URL()
-    if url.scheme not in ("ws", "wss") or not url.host:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a ws:// or wss:// URL")
-    return text
 
 
 def drain_grace_flag(parser: argparse.ArgumentParser) -> None:

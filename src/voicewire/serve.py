@@ -18,11 +18,10 @@ from collections.abc import Callable
 from aiohttp import web
 
 from voicewire import logs
+from voicewire.agents.agent_flags import agent_factory_from, agent_flags
 from voicewire.agents.api import Agent
 from voicewire.flags import (
     ConfigError,
-    agent_factory_from,
-    agent_flags,
     fail,
     flag,
     host_port,

@@ -26,6 +26,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from voicewire import logs
+from voicewire.agents.agent_flags import agent_factory_from, agent_flags
 from voicewire.agents.api import Agent
 from voicewire.cluster.flows import FlowPublisher, address_text
 from voicewire.cluster.heartbeat import Heartbeat
@@ -33,8 +34,6 @@ from voicewire.cluster.redis_client import connect
 from voicewire.cluster.registry import TransceiverRecord, TransceiverRegistry
 from voicewire.flags import (
     ConfigError,
-    agent_factory_from,
-    agent_flags,
     cluster_flags,
     drain_grace_flag,
     fail,
