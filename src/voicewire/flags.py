@@ -91,10 +91,25 @@ def cluster_flags(parser: argparse.ArgumentParser) -> None:
         parser,
         "--redis",
         env="VOICEWIRE_REDIS_URL",
+        type=redis_url,
         metavar="URL",
         help="Redis shared by the cluster (transceiver registry, flow records), e.g. "
         "redis://redis:6379/0 (off when unset)",
     )
+
+
+def redis_url(text: str) -> str:
+    """A ``redis://``, ``rediss://`` or ``unix://`` URL, checked without importing redis-py
+    (a relay must start fast: DESIGN §9)."""
+    try:
+        url = URL(text)
+    except ValueError:
+        url = URL()
+    if url.scheme not in ("redis", "rediss", "unix") or not (url.host or url.path):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a Redis URL (redis://, rediss:// or unix://)"
+        )
+    return text
 
 
 def host_port(text: str) -> tuple[str, int]:

@@ -23,7 +23,12 @@ CASES = {
         2,
         "no routing secrets",
     ),
-    "bad-redis-url": (["transceiver", *LOOPBACK, "--redis", "http://x"], {}, 2, "Redis URL"),
+    "bad-redis-url": (
+        ["transceiver", *LOOPBACK, "--redis", "http://x"],
+        {},
+        2,
+        "is not a Redis URL",
+    ),
     "bad-allow-relays": (
         ["transceiver", *LOOPBACK],
         {"VOICEWIRE_ALLOW_RELAYS": "10.0.0.0/33"},

@@ -22,7 +22,7 @@ from tests.cluster.test_cluster_calls import audio_flows, call, wait_until
 from tests.e2e.aiortc_client import CallClient
 from tests.relay.relay_process import RelayProcess, nothing_arrives, udp
 from tests.relay.stun_requests import binding_request
-from voicewire.cluster.flows import address_text, flow_key
+from voicewire.cluster.flow_keys import address_text, flow_key
 from voicewire.relay.flow_recovery import HOLD
 from voicewire.wire import relay_header
 

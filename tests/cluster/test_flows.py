@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voicewire.cluster.flows import FlowPublisher, address_text, flow_key, parse_address
+from voicewire.cluster.flow_keys import address_text, flow_key, parse_address
+from voicewire.cluster.flows import FlowPublisher
 from voicewire.cluster.redis_client import connect
 
 OWNER = ("10.0.0.7", 7000)

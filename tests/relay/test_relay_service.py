@@ -243,7 +243,7 @@ def run_relay(*args: str, env: dict | None = None) -> subprocess.CompletedProces
             "not a network",
         ),
         ([], {}, 2, "no routing secrets"),
-        (["--redis", "http://x"], {"VOICEWIRE_ROUTING_SECRETS": SECRETS}, 2, "--redis: Redis URL"),
+        (["--redis", "http://x"], {"VOICEWIRE_ROUTING_SECRETS": SECRETS}, 2, "is not a Redis URL"),
         ([], {"VOICEWIRE_ROUTING_SECRETS": "1:abcd"}, 2, "at least 16 bytes"),
         (["--secrets-file", "/nonexistent"], {}, 2, "cannot read secrets file"),
         (

@@ -112,13 +112,6 @@ def run(args: argparse.Namespace, prog: str) -> int:
         )
     except (ConfigError, ValueError) as exc:
         fail(prog, str(exc))
-    if args.redis is not None:
-        from voicewire.cluster.redis_client import connect_blocking  # only with --redis
-
-        try:
-            connect_blocking(args.redis).close()  # the URL is good; workers connect themselves
-        except ValueError as exc:
-            fail(prog, f"--redis: {exc}")
     try:
         supervisor = RelaySupervisor(config)
     except (BindError, OSError) as exc:

@@ -102,8 +102,9 @@ class RelaySupervisor:
 
     def ready(self) -> bool:
         """Every worker is in its loop: it has published counters since it was started. A
-        worker is alive some 50 ms before then, importing (150 ms with ``--redis``: a ready
-        relay can recover flows)."""
+        worker is alive some 50 ms before then, importing. With ``--redis`` its lookup thread
+        imports redis-py meanwhile (~0.1 s), and the first lookups wait for it: forwarding on
+        known flows and STUN does not."""
         return not self._stop.is_set() and all(self._serving(w) for w in self._workers)
 
     def _serving(self, worker: _WorkerHandle) -> bool:

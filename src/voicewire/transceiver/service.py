@@ -28,7 +28,8 @@ from redis.asyncio import Redis
 from voicewire import logs
 from voicewire.agents.agent_flags import agent_factory_from, agent_flags
 from voicewire.agents.api import Agent
-from voicewire.cluster.flows import FlowPublisher, address_text
+from voicewire.cluster.flow_keys import address_text
+from voicewire.cluster.flows import FlowPublisher
 from voicewire.cluster.heartbeat import Heartbeat
 from voicewire.cluster.redis_client import connect
 from voicewire.cluster.registry import TransceiverRecord, TransceiverRegistry
