@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from voicewire.cluster.flow_keys import address_text, flow_key
+from voicewire.cluster.outage import OutageLog
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -73,7 +74,11 @@ class FlowPublisher:
         self._live: set[str] = set()
         self._pending: dict[str, bool] = {}  # key → write (True) or delete (False), in order
         self._wake = asyncio.Event()
-        self._reachable = True
+        self._outage = OutageLog(
+            log,
+            "flow records unwritable: calls go on, writes keep retrying",
+            "flow records writable again",
+        )
         self._stopped = False
 
     def announce(self, client: tuple[str, int]) -> None:
@@ -146,16 +151,9 @@ class FlowPublisher:
             raise
         except (RedisError, OSError) as exc:
             self._keep(changes)
-            if self._reachable:
-                log.warning(
-                    "flow records unwritable: calls go on, writes keep retrying",
-                    extra={"error": f"{type(exc).__name__}: {exc}"},
-                )
-            self._reachable = False
+            self._outage.failed(f"{type(exc).__name__}: {exc}")
             return False
-        if not self._reachable:
-            log.info("flow records writable again")
-        self._reachable = True
+        self._outage.succeeded()
         return True
 
     def _keep(self, changes: dict[str, bool]) -> None:

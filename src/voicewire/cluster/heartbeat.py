@@ -16,6 +16,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
+from voicewire.cluster.outage import OutageLog
 from voicewire.cluster.registry import (
     HEARTBEAT,
     RegistryUnavailable,
@@ -33,7 +34,11 @@ class Heartbeat:
         self._registry = registry
         self._record = record
         self._changed = asyncio.Event()
-        self._reachable = True
+        self._outage = OutageLog(
+            log,
+            "registry unreachable: live calls go on, heartbeats keep retrying",
+            "registry reachable again",
+        )
         self._stopped = False
 
     def poke(self) -> None:
@@ -69,13 +74,6 @@ class Heartbeat:
         try:
             await self._registry.publish(self._record())
         except RegistryUnavailable as exc:
-            if self._reachable:
-                log.warning(
-                    "registry unreachable: live calls go on, heartbeats keep retrying",
-                    extra={"error": f"{exc}: {exc.__cause__}"},
-                )
-            self._reachable = False
+            self._outage.failed(f"{exc}: {exc.__cause__}")
         else:
-            if not self._reachable:
-                log.info("registry reachable again")
-            self._reachable = True
+            self._outage.succeeded()

@@ -45,6 +45,7 @@ from collections import deque
 from collections.abc import Callable
 
 from voicewire.cluster.flow_keys import flow_key, parse_address
+from voicewire.cluster.outage import OutageLog
 from voicewire.relay.counters import Drop
 from voicewire.relay.router import Route, Router, SockAddr, header_of
 from voicewire.wire import relay_header
@@ -174,7 +175,11 @@ class RedisLookups:
         self._cluster_id = cluster_id
         self._questions: queue.SimpleQueue[SockAddr | None] = queue.SimpleQueue()
         self._answers: deque[Answer] = deque()
-        self._reachable = True
+        self._outage = OutageLog(
+            log,
+            "flow records unreadable: clients without a flow wait for STUN",
+            "flow records readable again",
+        )
         self._thread = threading.Thread(target=self._serve, name="flow-lookups", daemon=True)
         self._thread.start()
 
@@ -240,16 +245,9 @@ class RedisLookups:
         try:
             reply = command(*args)
         except Exception as exc:
-            if self._reachable:
-                log.warning(
-                    "flow records unreadable: clients without a flow wait for STUN",
-                    extra={"error": f"{type(exc).__name__}: {exc}"},
-                )
-            self._reachable = False
+            self._outage.failed(f"{type(exc).__name__}: {exc}")
             return None
-        if not self._reachable:
-            log.info("flow records readable again")
-        self._reachable = True
+        self._outage.succeeded()
         return reply
 
 
