@@ -17,14 +17,54 @@ What gets answered:
   pre-standard `DTLS/SCTP 5000` with `a=sctpmap`), if it is in the audio's BUNDLE group. A
   session is one ICE and one DTLS transport; a data channel outside the bundle would need a
   second pair.
-- Everything else (video, a second audio section, media we do not know) is rejected with port 0
-  (RFC 3264 §6) and left out of the BUNDLE group (RFC 8843 §7.3.3).
+- Other RTP media in the audio's BUNDLE group (a camera track, a second microphone): accepted but
+  inactive. The answer section keeps the offer's mid, says `a=inactive` and `a=rtcp-mux`, echoes
+  exactly one of the section's offered formats and announces no `a=ssrc` or `a=msid`; neither side
+  sends on it (RFC 3264 §6.1), it only holds its place in the bundle. See "Media we do not want".
+- Everything else (RTP media outside that group or in an offer without BUNDLE, media we do not
+  know, a second data channel) is rejected with port 0 (RFC 3264 §6) and left out of the BUNDLE
+  group (RFC 8843 §7.3.3).
 
 With BUNDLE, the transport values (ICE credentials, fingerprints, setup role) are those of the
 section the answer makes its tag: the first accepted one in the group's order (RFC 8843 §7.3.1),
 whose values the offerer then applies to the whole group (RFC 8843 §7.4). Other sections' copies
 are not read. Candidates in the offer are not read either: an ICE-lite server learns the client's
 address from its connectivity checks (RFC 8445 §2.5).
+
+Media we do not want
+--------------------
+The first mid of an offer's BUNDLE group is the offerer's suggested tag (RFC 8843 §7.2.1), and a
+browser puts there whatever the app added first: a camera track added before the microphone makes
+it a video section. Rejecting it is what goes wrong:
+
+- RFC 8843 §7.3.1 lets an answerer that rejects the suggested tag take the next mid instead, but
+  JSEP (RFC 8829 §5.3.1) says that rejecting the offerer-tagged section rejects every section of
+  its group, so a browser need not follow a moved tag. Chromium does not under `max-bundle`: it
+  made one transport, the first mid's, and fails to apply such an answer ("Failed to setup RTCP
+  mux", Chromium 156); aiortc refuses any answer with a rejected section, which carries no ICE
+  credentials (aiortc 1.16). Nor can the answer drop the group: Chromium refuses to take an
+  m-section out of a `max-bundle` group.
+- Accepting the section inactive meets both texts: it is not rejected, so §7.3.1 keeps it as the
+  tag and JSEP's rule never applies; the transport is shared (§7.3), and the one RTP session of
+  the bundle (§9.1) carries only our audio because nobody sends on an inactive section. Chromium
+  (every bundle policy, either order) and aiortc apply it; `tests/rtc/test_sdp.py` has them do so.
+
+This is done for every RTP section of the audio's group, not only the tag, so the answer does not
+depend on the order an app added its tracks in. The echoed format is the first offered one that
+can stand alone (not rtx, red, FEC, comfort noise or telephone-event, which need a codec beside
+them), does not look like RTCP on a muxed port (RFC 5761 §4: 64-95), and is not the audio's Opus
+payload type, which the answer describes with our own `a=fmtp` (a payload type reused in a bundle
+needs the same codec configuration everywhere, RFC 8843 §9.1.1). A section with no such format,
+another transport protocol than the audio's (§9.1 wants one), or no `a=rtcp-mux` (and no
+`a=bundle-only`, which leaves it to the tag, §9.3.1.1) is rejected; if it was the suggested tag,
+the tag moves to the next accepted mid (§7.3.1), which only Chromium under `balanced` follows. No
+browser we know writes such a first section: all of theirs mux RTCP, share one proto and offer a
+video codec.
+
+Nothing of this reaches the session, which knows only the Opus payload type: a client does not
+send on an inactive section, and a packet that arrives for one anyway carries that section's
+payload types, never the Opus one (the echo skips it), so the audio stream drops and counts it
+like any other stray packet.
 
 Why a parser of our own: the offer is hostile input from the internet, and a general SDP library
 either accepts far more than this needs or trips over it with assertions. This one reads the
@@ -57,6 +97,7 @@ __all__ = [
     "MediaSection",
     "Offer",
     "OfferSetup",
+    "RtpFormat",
     "SdpError",
     "answer_setup",
     "build_answer",
@@ -111,6 +152,12 @@ _RTP_PROFILES = frozenset(
 )
 _DATA_CHANNEL_PROTOS = frozenset({"UDP/DTLS/SCTP", "TCP/DTLS/SCTP"})  # RFC 8841 §4.1
 _DATA_CHANNEL_FORMAT = "webrtc-datachannel"  # RFC 8832 §8.1
+# Formats that mean nothing without a codec beside them, so an inactive section never echoes one
+# alone: retransmission (RFC 4588), redundancy (RFC 2198), FEC (RFC 5109, RFC 8627), comfort noise
+# (RFC 3389) and DTMF events (RFC 4733).
+_NOT_ALONE = frozenset({"rtx", "red", "ulpfec", "flexfec", "flexfec-03", "cn", "telephone-event"})
+# RFC 3551 §6: the static payload types with a codec assigned, which need no a=rtpmap (13 is CN).
+_STATIC_PAYLOAD_TYPES = frozenset({*range(13), *range(14, 19), 25, 26, 28, *range(31, 35)}) - {1, 2}
 
 _MEDIA_TYPES = frozenset("icbka")  # RFC 8866 §5: the lines a media description may have
 _LINE_TYPES = _MEDIA_TYPES | frozenset("vosuepztrm")
@@ -175,6 +222,19 @@ class DataChannelParameters:
 
 
 @dataclass(frozen=True, slots=True)
+class RtpFormat:
+    """The one offered RTP format an inactive answer section echoes (RFC 3264 §6.1)."""
+
+    payload_type: int
+    """The format's payload type, from the m= line."""
+    rtpmap: str | None
+    """Its `a=rtpmap` after the payload type, as written, e.g. `VP8/90000`; None for a static
+    payload type offered without one (RFC 3551 §6)."""
+    fmtp: str | None
+    """Its `a=fmtp` parameters as written, if any (RFC 8866 §6.15)."""
+
+
+@dataclass(frozen=True, slots=True)
 class MediaSection:
     """One offered m-section, whatever its kind; the answer has one per offered section."""
 
@@ -229,6 +289,9 @@ class Offer:
     """Which of `media` the answer accepts as the call's audio."""
     data_channel_index: int | None
     """Which of `media` the answer accepts as the data channel, if any."""
+    inactive: tuple[tuple[int, RtpFormat], ...]
+    """The sections the answer accepts but leaves inactive, as (index in `media`, the one format it
+    echoes), in offer order: the audio's BUNDLE group's other RTP media (module docstring)."""
 
     @property
     def audio(self) -> MediaSection:
@@ -376,8 +439,17 @@ def parse_offer(text: str) -> Offer:
         ),
         None,
     )
-    accepted = [s for s in (audio, data) if s is not None]
-    # RFC 8843 §7.3.1: the tag is the first section of the group's list the answer keeps.
+    inactive = [
+        (s, echoed)
+        for s in sections
+        if s is not audio
+        and s.public.mid in group
+        and live(s)
+        and (echoed := _inactive_format(s, audio.public)) is not None
+    ]
+    accepted = [s for s in (audio, data) if s is not None] + [s for s, _ in inactive]
+    # RFC 8843 §7.3.1: the tag is the first section of the group's list the answer keeps, which
+    # is the offer's own first one whenever that is RTP media we can echo (module docstring).
     tag = next((s for mid in group for s in accepted if s.public.mid == mid), audio)
     ufrag, pwd, options, fingerprints, setup = _transport(tag, session)
     return Offer(
@@ -390,6 +462,7 @@ def parse_offer(text: str) -> Offer:
         bundle_groups=bundle_groups,
         audio_index=sections.index(audio),
         data_channel_index=None if data is None else sections.index(data),
+        inactive=tuple((sections.index(s), echoed) for s, echoed in inactive),
     )
 
 
@@ -408,8 +481,9 @@ def build_answer(offer: Offer, params: AnswerParams) -> str:
     """The SDP answer to `offer`, following JSEP's initial-answer rules (RFC 8829 §5.3.1).
 
     One m-section per offered one, in order, with the same mids: the audio and data channel
-    sections accepted, every other one rejected. We are ICE-lite with one host candidate, the
-    relay's public address, and announce it complete, so the client never waits for more.
+    sections accepted, the other RTP media of their BUNDLE group accepted inactive, every other
+    section rejected. We are ICE-lite with one host candidate, the relay's public address, and
+    announce it complete, so the client never waits for more.
     """
     address = ipaddress.ip_address(params.candidate_ip)
     connection = f"c=IN IP{address.version} {address}"
@@ -431,7 +505,9 @@ def build_answer(offer: Offer, params: AnswerParams) -> str:
         "t=0 0",
         "a=ice-lite",  # RFC 8839 §5.3: session level only
     ]
+    inactive = dict(offer.inactive)
     accepted = {offer.audio.mid, None if offer.data_channel is None else offer.data_channel.mid}
+    accepted |= {offer.media[index].mid for index in inactive}
     bundle = [mid for mid in _group_of(offer.audio, offer.bundle_groups) if mid in accepted]
     if bundle:
         # RFC 8843 §7.3: the accepted mids of the audio's group, in the offer's order, so the
@@ -442,6 +518,8 @@ def build_answer(offer: Offer, params: AnswerParams) -> str:
             lines += _audio_answer(section, params, connection, transport)
         elif index == offer.data_channel_index:
             lines += _data_channel_answer(section, params, connection, transport)
+        elif index in inactive:
+            lines += _inactive_answer(section, inactive[index], params, connection, transport)
         else:
             lines += _rejected_answer(section, connection)
     return "\r\n".join(lines) + "\r\n"
@@ -636,8 +714,17 @@ def _parse_m_line(line: _Line) -> tuple[str, int, str, tuple[str, ...]]:
     return kind, int(port_text), proto, tuple(formats)
 
 
-def _audio_parameters(level: _Level, formats: tuple[str, ...]) -> AudioParameters | None:
-    rtpmaps: dict[int, tuple[int, str, int, int | None]] = {}
+@dataclass(frozen=True, slots=True)
+class _Rtpmap:
+    line: int
+    name: str  # lowercase: encoding names are case-insensitive (RFC 8866 §6.6)
+    clock: int
+    channels: int | None
+    text: str  # as written after the payload type, for an answer to echo
+
+
+def _rtpmaps(level: _Level) -> dict[int, _Rtpmap]:
+    rtpmaps: dict[int, _Rtpmap] = {}
     for number, value in level.values("rtpmap"):
         match = _RTPMAP.fullmatch(value)
         if match is None:
@@ -649,25 +736,19 @@ def _audio_parameters(level: _Level, formats: tuple[str, ...]) -> AudioParameter
         if int(pt) in rtpmaps:
             raise SdpError(
                 f"line {number}: a second a=rtpmap for payload type {pt} "
-                f"(the first is on line {rtpmaps[int(pt)][0]})"
+                f"(the first is on line {rtpmaps[int(pt)].line})"
             )
-        rtpmaps[int(pt)] = (
+        rtpmaps[int(pt)] = _Rtpmap(
             number,
             name.lower(),
             int(clock),
             None if channels is None else int(channels),
+            value.partition(" ")[2],
         )
-    offered = [int(fmt) for fmt in formats if int(fmt) in rtpmaps]  # in preference order
-    opus = next((pt for pt in offered if rtpmaps[pt][1] == "opus"), None)
-    if opus is None:
-        return None
-    number, _, clock, channels = rtpmaps[opus]
-    if (clock, channels) != (48000, 2):
-        # RFC 7587 §7: always opus/48000/2, whatever the actual rate and channel count.
-        raise SdpError(f"line {number}: Opus must be described as opus/48000/2 (RFC 7587 §7)")
-    if 64 <= opus <= 95:
-        # RFC 5761 §4: these payload types look like RTCP packet types on a muxed port.
-        raise SdpError(f"line {number}: payload type {opus} collides with RTCP (RFC 5761 §4)")
+    return rtpmaps
+
+
+def _fmtps(level: _Level) -> dict[int, tuple[int, str]]:
     fmtps: dict[int, tuple[int, str]] = {}
     for number, value in level.values("fmtp"):
         match = _FMTP.fullmatch(value)
@@ -682,6 +763,23 @@ def _audio_parameters(level: _Level, formats: tuple[str, ...]) -> AudioParameter
                 f"(the first is on line {fmtps[int(match[1])][0]})"
             )
         fmtps[int(match[1])] = (number, match[2])
+    return fmtps
+
+
+def _audio_parameters(level: _Level, formats: tuple[str, ...]) -> AudioParameters | None:
+    rtpmaps = _rtpmaps(level)
+    offered = [int(fmt) for fmt in formats if int(fmt) in rtpmaps]  # in preference order
+    opus = next((pt for pt in offered if rtpmaps[pt].name == "opus"), None)
+    if opus is None:
+        return None
+    number, clock, channels = rtpmaps[opus].line, rtpmaps[opus].clock, rtpmaps[opus].channels
+    if (clock, channels) != (48000, 2):
+        # RFC 7587 §7: always opus/48000/2, whatever the actual rate and channel count.
+        raise SdpError(f"line {number}: Opus must be described as opus/48000/2 (RFC 7587 §7)")
+    if 64 <= opus <= 95:
+        # RFC 5761 §4: these payload types look like RTCP packet types on a muxed port.
+        raise SdpError(f"line {number}: payload type {opus} collides with RTCP (RFC 5761 §4)")
+    fmtps = _fmtps(level)
     ssrcs: list[tuple[int, str, str | None]] = []
     for number, value in level.values("ssrc"):
         match = _SSRC.fullmatch(value)
@@ -698,7 +796,12 @@ def _audio_parameters(level: _Level, formats: tuple[str, ...]) -> AudioParameter
         opus_payload_type=opus,
         opus_fmtp=fmtps[opus][1] if opus in fmtps else "",
         telephone_event_payload_type=next(
-            (pt for pt in offered if rtpmaps[pt][1:3] == ("telephone-event", 48000)), None
+            (
+                pt
+                for pt in offered
+                if (rtpmaps[pt].name, rtpmaps[pt].clock) == ("telephone-event", 48000)
+            ),
+            None,
         ),
         extmaps=tuple(_extmap(number, value) for number, value in level.values("extmap")),
         ssrc=sender,
@@ -719,6 +822,34 @@ def _extmap(number: int, value: str) -> Extmap:
     if not (1 <= extension_id <= 255 or 4096 <= extension_id <= 4351):
         raise SdpError(f"line {number}: a=extmap id {extension_id} is out of range (RFC 8285 §5)")
     return Extmap(extension_id, match[3])
+
+
+def _inactive_format(section: _Section, audio: MediaSection) -> RtpFormat | None:
+    """The format an inactive answer to `section` echoes, or None to reject it instead.
+
+    Only called for a live section of the audio's BUNDLE group, so its lines are read only then.
+    """
+    public = section.public
+    # RFC 8843 §9.1: one RTP session, so one proto; §9.3.1.1: RTCP muxed, which a bundle-only
+    # section leaves to the tag. The audio's proto is an RTP profile, so formats are numbers.
+    if public.proto != audio.proto or not (public.rtcp_mux or public.bundle_only):
+        return None
+    assert audio.audio is not None  # parse_offer takes only an audio section with Opus
+    rtpmaps = _rtpmaps(section.level)
+    fmtps = _fmtps(section.level)
+    for pt in map(int, public.formats):
+        if 64 <= pt <= 95 or pt == audio.audio.opus_payload_type:
+            continue  # RFC 5761 §4; RFC 8843 §9.1.1 (module docstring)
+        rtpmap = rtpmaps.get(pt)
+        if rtpmap is None and pt not in _STATIC_PAYLOAD_TYPES:
+            continue  # a dynamic payload type that the offer never describes
+        if rtpmap is not None and rtpmap.name in _NOT_ALONE:
+            continue
+        fmtp = fmtps.get(pt)
+        return RtpFormat(
+            pt, None if rtpmap is None else rtpmap.text, None if fmtp is None else fmtp[1]
+        )
+    return None
 
 
 def _data_channel_parameters(level: _Level) -> DataChannelParameters:
@@ -898,6 +1029,26 @@ def _data_channel_answer(
     lines = [f"m=application {params.candidate_port} {section.proto} {_DATA_CHANNEL_FORMAT}"]
     lines += [connection, *_mid(section), *transport]
     lines += [f"a=sctp-port:{SCTP_PORT}", f"a=max-message-size:{params.max_message_size}"]
+    return lines
+
+
+def _inactive_answer(
+    section: MediaSection,
+    echoed: RtpFormat,
+    params: AnswerParams,
+    connection: str,
+    transport: list[str],
+) -> list[str]:
+    # Accepted so that the bundle keeps its tag, yet carrying nothing (module docstring): RFC
+    # 3264 §6.1 lets the answer narrow the formats to one it echoes and the direction to
+    # inactive, and RFC 8829 §5.3.1 wants no msid where we do not send, so no SSRC either.
+    pt = echoed.payload_type
+    lines = [f"m={section.kind} {params.candidate_port} {section.proto} {pt}", connection]
+    lines += [*_mid(section), "a=inactive", "a=rtcp-mux", *transport]
+    if echoed.rtpmap is not None:
+        lines.append(f"a=rtpmap:{pt} {echoed.rtpmap}")
+    if echoed.fmtp is not None:
+        lines.append(f"a=fmtp:{pt} {echoed.fmtp}")
     return lines
 
 
