@@ -489,6 +489,21 @@ class Bed:
         """Run ``fn(*args)`` with the network of ``host`` (on a thread that joins it)."""
         return netns.in_netns(self.ns(host), fn, *args)
 
+    def udp_answers(self, host: str, port: int) -> bool:
+        """True once something inside ``host`` answers a datagram sent to its own ``port``."""
+
+        def probe() -> bool:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.settimeout(0.2)
+                sock.sendto(b"probe", ("127.0.0.1", port))
+                try:
+                    sock.recvfrom(2048)
+                    return True
+                except OSError:
+                    return False
+
+        return bool(self.call(host, probe))
+
     def udp_socket(
         self, host: str, bind: tuple[str, int] = ("0.0.0.0", 0), timeout: float = 2.0
     ) -> socket.socket:

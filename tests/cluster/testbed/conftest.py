@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
 import time
 from collections.abc import Iterator
 
@@ -100,26 +99,10 @@ def echo_relays(bed: Bed) -> Iterator[dict[str, Service]]:
                     "--port",
                     str(topology.RELAY_PORT),
                 ],
-                ready=lambda host=host: _udp_answers(bed, host),
+                ready=lambda host=host: bed.udp_answers(host, topology.RELAY_PORT),
             )
         yield started
     finally:
         for service in started.values():
             service.stop()
             bed.services.remove(service)
-
-
-def _udp_answers(bed: Bed, host: str) -> bool:
-    """True once something answers UDP on the relay port inside ``host`` itself."""
-
-    def probe() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(0.2)
-            sock.sendto(b"probe", ("127.0.0.1", topology.RELAY_PORT))
-            try:
-                sock.recvfrom(2048)
-                return True
-            except OSError:
-                return False
-
-    return bed.call(host, probe)  # type: ignore[return-value]

@@ -25,7 +25,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -315,7 +314,7 @@ def measure_path(bed: Bed, flows: int = 10, per_flow: int = 50) -> probes.PathRe
                         "--port",
                         str(topology.RELAY_PORT),
                     ],
-                    ready=functools.partial(_echo_answers, bed, host),
+                    ready=functools.partial(bed.udp_answers, host, topology.RELAY_PORT),
                 )
             )
         socks = [bed.udp_socket("client") for _ in range(flows)]
@@ -329,20 +328,6 @@ def measure_path(bed: Bed, flows: int = 10, per_flow: int = 50) -> probes.PathRe
             echo.stop()
             if echo in bed.services:
                 bed.services.remove(echo)
-
-
-def _echo_answers(bed: Bed, host: str) -> bool:
-    def probe() -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(0.2)
-            sock.sendto(b"probe", ("127.0.0.1", topology.RELAY_PORT))
-            try:
-                sock.recvfrom(2048)
-                return True
-            except OSError:
-                return False
-
-    return bool(bed.call(host, probe))
 
 
 class CallerError(RuntimeError):
