@@ -5,22 +5,33 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# One venv; what is installed in it is stamped per pyproject.toml version: the package alone for
+# `make serve`, with its test extras (browsers' driver, aiortc, kubectl, …) for `make test`.
+VERSION := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+RUNTIME_STAMP := $(VENV)/.runtime-$(VERSION)
+TEST_STAMP := $(VENV)/.test-$(VERSION)
 # Debian packages: libopus for the codec at run time; Chromium, espeak-ng and sox for the tests
-# (a real browser, and speech fixtures made offline); redis-server for the cluster tests' registry.
+# (a real browser, and speech fixtures made offline); redis-server for the cluster tests'
+# registry; nftables and conntrack for the network-namespace test bed's load balancer.
 RUNTIME_PACKAGES := libopus0
 TEST_PACKAGES := $(RUNTIME_PACKAGES) chromium espeak-ng sox redis-server nftables conntrack
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup serve test bench clean runtime-packages test-packages
+.PHONY: setup setup-runtime serve test bench clean runtime-packages test-packages
 
-setup: $(STAMP)
+setup-runtime: $(RUNTIME_STAMP)
 
-$(STAMP): pyproject.toml
+setup: $(TEST_STAMP)
+
+$(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	rm -f $(VENV)/.runtime-* $(VENV)/.test-* $(VENV)/.installed-*
+	touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP)
 	$(PY) -m pip install --quiet -e '.[test]'
-	rm -f $(VENV)/.installed-*
 	touch $@
 
 runtime-packages:
@@ -39,7 +50,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-serve: setup runtime-packages
+serve: setup-runtime runtime-packages
 	$(VENV)/bin/voicewire serve
 
 test: setup test-packages
