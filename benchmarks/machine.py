@@ -31,3 +31,28 @@ def lock_held() -> bool:
             if os.readlink(f"/proc/self/fd/{fd}") == LOCK_PATH:
                 return True
     return False
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds of every live process descended from root, by pid."""
+    parent, cpu = {}, {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                rest = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(entry)] = int(rest[1])
+        cpu[int(entry)] = sum(int(x) for x in rest[11:15]) / tick  # + reaped children
+    mine = {}
+    for pid in cpu:
+        node, hops = pid, 0
+        while node > 1 and hops < 64:
+            if node == root:
+                mine[pid] = cpu[pid]
+                break
+            node, hops = parent.get(node, 0), hops + 1
+    return mine

@@ -68,7 +68,7 @@ import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
-from machine import LOCK_PATH, lock_held
+from machine import LOCK_PATH, lock_held, tree_cpu
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 from serve_process import BenchError, ServeProcess, serve_argv
@@ -481,41 +481,16 @@ def _machine_busy() -> tuple[float, float]:
     return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
 
 
-def _tree_cpu(root: int) -> dict[int, float]:
-    """CPU seconds of every live process descended from root, by pid."""
-    parent, cpu = {}, {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                rest = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry)] = int(rest[1])
-        cpu[int(entry)] = sum(int(x) for x in rest[11:15]) / tick  # + reaped children
-    mine = {}
-    for pid in cpu:
-        node, hops = pid, 0
-        while node > 1 and hops < 64:
-            if node == root:
-                mine[pid] = cpu[pid]
-                break
-            node, hops = parent.get(node, 0), hops + 1
-    return mine
-
-
 class CpuWatch:
     def __init__(self) -> None:
         self.busy0, self.total0 = _machine_busy()
-        self.ours0 = _tree_cpu(os.getpid())
+        self.ours0 = tree_cpu(os.getpid())
         self.wall0 = time.monotonic()
 
     def foreign_share(self) -> float:
         """Cores' worth of CPU others used (0 = nobody else ran; 1 = one core all the time)."""
         busy, _ = _machine_busy()
-        ours = _tree_cpu(os.getpid())
+        ours = tree_cpu(os.getpid())
         used = sum(v - self.ours0.get(pid, 0.0) for pid, v in ours.items())
         wall = time.monotonic() - self.wall0
         return max(0.0, (busy - self.busy0) - used) / wall

@@ -102,7 +102,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs.opus import OpusEncoder as ClientOpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import is_rtcp
-from machine import LOCK_PATH, cpu_busy, lock_held
+from machine import LOCK_PATH, cpu_busy, lock_held, tree_cpu
 from serve_process import BenchError, ServeProcess, serve_argv
 
 from voicewire.agents.turn_detection import (
@@ -687,31 +687,6 @@ async def measure(urls: dict[str, str], utterances, rounds: int, echoes: int, se
 # CPU used by other processes while we ran (the machine may be shared).
 
 
-def _tree_cpu(root: int) -> dict[int, float]:
-    """CPU seconds of every live process descended from root (and its reaped children)."""
-    parent, cpu = {}, {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                rest = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(entry)] = int(rest[1])
-        cpu[int(entry)] = sum(int(x) for x in rest[11:15]) / tick
-    mine = {}
-    for pid in cpu:
-        node, hops = pid, 0
-        while node > 1 and hops < 64:
-            if node == root:
-                mine[pid] = cpu[pid]
-                break
-            node, hops = parent.get(node, 0), hops + 1
-    return mine
-
-
 def _machine_busy() -> float:
     return sum(v for k, v in cpu_busy().items() if not k.endswith("_steal"))
 
@@ -719,13 +694,13 @@ def _machine_busy() -> float:
 class CpuWatch:
     def __init__(self) -> None:
         self.busy0 = _machine_busy()
-        self.ours0 = _tree_cpu(os.getpid())
+        self.ours0 = tree_cpu(os.getpid())
         self.wall0 = time.monotonic()
 
     def foreign_share(self) -> float:
         """Cores' worth of CPU others used (0 = nobody else ran; 1 = one core all the time)."""
         busy = _machine_busy()
-        ours = _tree_cpu(os.getpid())
+        ours = tree_cpu(os.getpid())
         used = sum(v - self.ours0.get(pid, 0.0) for pid, v in ours.items())
         return max(0.0, (busy - self.busy0) - used) / (time.monotonic() - self.wall0)
 
