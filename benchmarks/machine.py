@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from pathlib import Path
 
@@ -56,3 +57,9 @@ def tree_cpu(root: int) -> dict[int, float]:
                 break
             node, hops = parent.get(node, 0), hops + 1
     return mine
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]

@@ -68,7 +68,7 @@ import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
-from machine import LOCK_PATH, lock_held, tree_cpu
+from machine import LOCK_PATH, lock_held, percentile, tree_cpu
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
 from serve_process import BenchError, ServeProcess, serve_argv
@@ -450,12 +450,6 @@ def check_logs(servers: dict[str, ServerProcess]) -> None:
         if errors := server.errors():
             shown = "\n".join(json.dumps(r) for r in errors[:5])
             raise BenchError(f"{name} logged errors during the run:\n{shown}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def summarize(values: list[float]) -> dict | None:

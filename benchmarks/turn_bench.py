@@ -102,7 +102,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs.opus import OpusEncoder as ClientOpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import is_rtcp
-from machine import LOCK_PATH, cpu_busy, lock_held, tree_cpu
+from machine import LOCK_PATH, cpu_busy, lock_held, percentile, tree_cpu
 from serve_process import BenchError, ServeProcess, serve_argv
 
 from voicewire.agents.turn_detection import (
@@ -706,12 +706,6 @@ class CpuWatch:
 
 
 # Report.
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def summarize(values: list[float]) -> dict | None:

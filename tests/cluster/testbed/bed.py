@@ -400,6 +400,16 @@ class Bed:
         """Start this venv's interpreter in ``host`` (``args`` after ``python``)."""
         return self.start_service(host, name, [sys.executable, *args], **kwargs)  # type: ignore[arg-type]
 
+    def start_echo_relay(self, host: str) -> Service:
+        """A stand-in relay in ``host``: a UDP echo on the relay port that names itself."""
+        return self.start_python(
+            host,
+            "udp-echo",
+            ["-m", "tests.cluster.testbed.udp_echo", "--name", host]
+            + ["--port", str(topology.RELAY_PORT)],
+            ready=lambda: self.udp_answers(host, topology.RELAY_PORT),
+        )
+
     def start_voicewire(
         self, host: str, name: str, args: Sequence[str], **kwargs: object
     ) -> Service:

@@ -88,19 +88,7 @@ def echo_relays(bed: Bed) -> Iterator[dict[str, Service]]:
     started = {}
     try:
         for host in topology.RELAYS:
-            started[host] = bed.start_python(
-                host,
-                "udp-echo",
-                [
-                    "-m",
-                    "tests.cluster.testbed.udp_echo",
-                    "--name",
-                    host,
-                    "--port",
-                    str(topology.RELAY_PORT),
-                ],
-                ready=lambda host=host: bed.udp_answers(host, topology.RELAY_PORT),
-            )
+            started[host] = bed.start_echo_relay(host)
         yield started
     finally:
         for service in started.values():

@@ -19,7 +19,6 @@ both, so the benchmark measures exactly what the tests prove works.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import queue
@@ -302,21 +301,7 @@ def measure_path(bed: Bed, flows: int = 10, per_flow: int = 50) -> probes.PathRe
     echoes = []
     try:
         for host in topology.RELAYS:
-            echoes.append(
-                bed.start_python(
-                    host,
-                    "udp-echo",
-                    [
-                        "-m",
-                        "tests.cluster.testbed.udp_echo",
-                        "--name",
-                        host,
-                        "--port",
-                        str(topology.RELAY_PORT),
-                    ],
-                    ready=functools.partial(bed.udp_answers, host, topology.RELAY_PORT),
-                )
-            )
+            echoes.append(bed.start_echo_relay(host))
         socks = [bed.udp_socket("client") for _ in range(flows)]
         try:
             return probes.measure(socks, per_flow=per_flow)
