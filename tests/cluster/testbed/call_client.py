@@ -18,10 +18,12 @@ One command per line on stdin, one reply per line on stdout (``{"ok": true, ...}
 
 ``{"op": "start", "count": N, "url": ..., "concurrency": 4}``
     place N calls; per call: id, HTTP status, answer ufrag, setup times, local port.
-``{"op": "gaps", "since": t0, "until": t1, "calls": [ids]}``
+``{"op": "gaps", "since": t0, "until": t1, "calls": [ids], "excused": [[a, b], ...]}``
     per call: the longest interval without a received RTP packet in [t0, t1] (the window's
     edges count as packets, so a call that received nothing has a gap of the whole window),
-    when it started, how many packets arrived, and the first arrival after t0.
+    when it started, how many packets arrived, and the first arrival after t0. ``gap_ms`` counts
+    only the time in which this caller's loop and the ``excused`` intervals (the impairment
+    hop's stalls) were not frozen (``stalls.py``); ``raw_gap_ms`` is the interval as it was.
 ``{"op": "audio", "since": t0, "calls": [ids]}``
     per call: the dominant frequency of the audio received since t0 (decoded with PyAV).
 ``{"op": "status", "calls": [ids]}``
@@ -54,6 +56,8 @@ import aiohttp
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from tests.cluster.testbed.stalls import StallLog, merged, uncovered
 
 log = logging.getLogger("call_client")
 
@@ -180,11 +184,24 @@ class Caller:
         self.http: aiohttp.ClientSession | None = None
         self.rebound: dict[int, int] = {}  # aiortc's port → port on the wire
         self.reserved: dict[int, socket.socket] = {}  # wire ports held so nothing else takes them
+        self.stalls = StallLog()
+        self._watch: asyncio.Task | None = None
 
     async def open(self) -> None:
         self.http = aiohttp.ClientSession(trust_env=TRUST_ENV)
+        self._watch = asyncio.create_task(self._watch_loop())
+
+    async def _watch_loop(self, tick: float = 0.01) -> None:
+        """Log when this event loop ran late: packets that arrived meanwhile waited in the
+        socket, and their arrival times (taken when processed) would show a gap."""
+        while True:
+            due = time.monotonic() + tick
+            await asyncio.sleep(tick)
+            self.stalls.late(due, time.monotonic())
 
     async def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         for call in self.calls.values():
             if not call.closed:
                 call.closed = True
@@ -283,29 +300,37 @@ class Caller:
         return [self.calls[i] for i in ids]
 
     async def op_gaps(
-        self, since: float, until: float | None = None, calls: list[int] | None = None
+        self,
+        since: float,
+        until: float | None = None,
+        calls: list[int] | None = None,
+        excused: list[list[float]] | None = None,
     ) -> dict:
         end = time.monotonic() if until is None else until
+        frozen = merged([*self.stalls.between(since, end), *(excused or [])])
         out = []
         for call in self._select(calls):
             arrivals = call.arrivals
             lo = bisect.bisect_right(arrivals, since)
             hi = bisect.bisect_right(arrivals, end)
             points = [since, *arrivals[lo:hi], end]
-            widths = [b - a for a, b in zip(points, points[1:], strict=False)]
+            pairs = list(zip(points, points[1:], strict=False))
+            widths = [uncovered(a, b, frozen) for a, b in pairs]
             longest = max(range(len(widths)), key=widths.__getitem__)
+            start, stop = pairs[longest]
             out.append(
                 {
                     "id": call.id,
                     "gap_ms": _ms(widths[longest]),
-                    "gap_start": points[longest],
-                    "gap_end": points[longest + 1],
+                    "raw_gap_ms": _ms(max(b - a for a, b in pairs)),
+                    "gap_start": start,
+                    "gap_end": stop,
                     "packets": hi - lo,
                     "first_after": arrivals[lo] if lo < len(arrivals) else None,
                     "state": call.pc.connectionState,
                 }
             )
-        return {"calls": out}
+        return {"calls": out, "stalls": frozen}
 
     async def op_audio(self, since: float, calls: list[int] | None = None) -> dict:
         out = []

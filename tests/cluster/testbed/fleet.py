@@ -323,6 +323,8 @@ class CallerProcess:
     """``call_client`` inside vw-client; one request at a time, JSON lines both ways."""
 
     def __init__(self, bed: Bed, gateway: str = GATEWAY_URL, ready_timeout: float = 60.0) -> None:
+        self.bed = bed
+        self.stalls: list[list[float]] = []
         self.log_path = bed.state_dir / "logs" / "client-caller.log"
         with open(self.log_path, "ab") as log:
             self.process = bed.popen(
@@ -375,8 +377,12 @@ class CallerProcess:
     def gaps(
         self, since: float, until: float | None = None, calls: Iterable[int] | None = None
     ) -> dict[int, dict[str, Any]]:
+        """Each call's longest gap in [since, until], not counting the time the caller or the
+        impairment hop was frozen (those intervals are kept in :attr:`stalls`)."""
         ids = None if calls is None else list(calls)
-        reply = self.request("gaps", since=since, until=until, calls=ids)
+        excused = self.bed.impair_stats().get("stalls", [])
+        reply = self.request("gaps", since=since, until=until, calls=ids, excused=excused)
+        self.stalls = reply["stalls"]
         return {c["id"]: c for c in reply["calls"]}
 
     def audio(self, since: float, calls: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:

@@ -19,7 +19,9 @@ Run inside the namespace (the bed does this)::
     python -m tests.cluster.testbed.impair --config impair.json --stats impair-stats.json
 
 SIGHUP re-reads the config (a test can change the path mid-call), SIGTERM ends the program. The
-stats file is rewritten about once a second and at exit.
+stats file is rewritten about once a second (by a thread, so a slow disk never holds packets) and
+at exit; it lists the intervals in which the hop released packets late (``stalls.py``), so a gap
+that the hop itself caused is not blamed on the system under test.
 """
 
 from __future__ import annotations
@@ -34,8 +36,11 @@ import selectors
 import signal
 import struct
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
+
+from tests.cluster.testbed.stalls import StallLog
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -173,6 +178,7 @@ class Impairer:
         self.heap: list[tuple[float, int, Line, bytes]] = []
         self.seq = 0
         self.running = True
+        self.stalls = StallLog()
         # select(2) takes microseconds; epoll and poll round timeouts up to whole milliseconds,
         # which made every packet up to 1 ms late (+1.7 ms on a 40 ms RTT).
         self.selector = selectors.SelectSelector()
@@ -193,13 +199,11 @@ class Impairer:
             self.rng.seed(impairment.seed)
 
     def run(self) -> None:
-        next_stats = 0.0
+        writer = threading.Thread(target=self._write_stats_every_second, daemon=True)
+        writer.start()
         while self.running:
             now = time.monotonic()
             self._release(now)
-            if now >= next_stats:
-                self.write_stats()
-                next_stats = now + 1.0
             timeout = min(self.heap[0][0] - now, 1.0) if self.heap else 1.0
             for key, _ in self.selector.select(max(timeout, 0.0)):
                 if key.data is None:
@@ -207,6 +211,11 @@ class Impairer:
                 else:
                     self._read(key.data)
         self.write_stats()
+
+    def _write_stats_every_second(self) -> None:
+        while self.running:
+            self.write_stats()
+            time.sleep(1.0)
 
     def _read(self, line: Line) -> None:
         for _ in range(_READ_BURST):
@@ -227,7 +236,8 @@ class Impairer:
     def _release(self, now: float) -> None:
         heap = self.heap
         while heap and heap[0][0] <= now:
-            _, _, line, packet = heapq.heappop(heap)
+            due, _, line, packet = heapq.heappop(heap)
+            self.stalls.late(due, now)
             self._send(line, packet)
 
     @staticmethod
@@ -244,7 +254,8 @@ class Impairer:
         data = {line.name: line.stats() for line in self.lines}
         data["held"] = len(self.heap)
         data["pid"] = os.getpid()
-        tmp = self.stats_path + ".tmp"
+        data["stalls"] = list(self.stalls.intervals)
+        tmp = f"{self.stats_path}.{threading.get_ident()}.tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
             json.dump(data, handle)
         os.replace(tmp, self.stats_path)

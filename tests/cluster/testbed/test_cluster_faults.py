@@ -8,7 +8,9 @@ sends it back, so the client knows that audio went both ways and whose audio cam
 
 A *gap* is the longest interval between two consecutive RTP packets a call received during a
 window around the event (the window's edges count as packets). On this path the normal gap is
-20 ms plus jitter, 40–60 ms where a packet was lost.
+20 ms plus jitter, 40–60 ms where a packet was lost. Time in which the bed's own caller or
+impairment hop was frozen (a busy CI machine) is not counted (``stalls.py``): those gaps are the
+bed's, not voicewire's; the raw gap is printed with it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ RECOVERY_BOUND_MS = 200.0  # issue 5: with flow recovery, audio resumes within 2
 NORMAL_GAP_MS = 200.0  # an undisturbed call on this path and this (shared, busy) machine
 IN_FLIGHT = 0.25  # s: downstream packets already past a relay arrive within this after an event
 CONSENT_WAIT = 14.0  # aiortc checks consent every 4–6 s with no retransmission: two chances
+FLOWING_WAIT = 8.0  # s from connected to steady audio: allows two lost DTLS flights (1 s + 2 s)
 
 
 RECOVERY = [pytest.param(False, id="recovery-off"), pytest.param(True, id="recovery-on")]
@@ -76,11 +79,26 @@ def _hang_up_afterwards(request) -> Iterator[None]:
             caller.hangup()
 
 
-def _connected(calls: list[dict]) -> list[dict]:
+def _in_call(caller: CallerProcess, count: int, **args) -> list[dict]:
+    """Place ``count`` calls; return once each is connected and its echo arrives steadily.
+
+    Connected is not yet talking: when the peer's last DTLS flight is lost, our side (the DTLS
+    client) finishes only at OpenSSL's first retransmission, 1 s later, and the echo starts then.
+    A fault test wants calls in progress, so it waits for audio rather than for a state."""
+    calls = caller.start(count, **args)
     for call in calls:
         assert call["status"] == 201, call
         assert call["state"] == "connected", call
-    return calls
+    ids = [c["id"] for c in calls]
+    deadline = time.monotonic() + FLOWING_WAIT
+    while True:
+        now = time.monotonic()
+        recent = caller.gaps(now - 0.5, until=now, calls=ids)
+        quiet = [g for g in recent.values() if g["gap_ms"] >= NORMAL_GAP_MS]
+        if not quiet:
+            return calls
+        assert now < deadline, f"no steady audio {FLOWING_WAIT} s after connecting: {quiet}"
+        time.sleep(0.1)
 
 
 def _relays(fleet: Fleet, calls: list[dict]) -> dict[int, str]:
@@ -137,7 +155,7 @@ def test_twenty_calls_spread_over_transceivers_and_relays(fleet: Fleet, caller: 
     and by their metrics) and, by the load balancer's hash, on both relays; each call hears its
     own tone back."""
     fleet.ensure(recovery=True)
-    calls = _connected(caller.start(20))
+    calls = _in_call(caller, 20)
     owners = Counter(owner_of(c["ufrag"]) for c in calls)
     relays = _relays(fleet, calls)
     print(f"\ntransceivers {dict(owners)}, relays {dict(Counter(relays.values()))}")
@@ -174,7 +192,7 @@ def test_a_killed_relay_s_calls_move_to_the_other_relay(
     each moved client from its first SRTP packet and audio resumes within 200 ms; without it,
     only from the client's next consent check (seconds)."""
     fleet.ensure(recovery=recovery)
-    calls = _connected(caller.start(12))
+    calls = _in_call(caller, 12)
     ids = [c["id"] for c in calls]
     relays = _relays(fleet, calls)
     moved = [i for i in ids if relays[i] == "relay1"]
@@ -195,17 +213,31 @@ def test_a_killed_relay_s_calls_move_to_the_other_relay(
         f"the kill; last call resumed {1000 * (resumed - killed):.0f} ms after the kill\n"
         f"  moved to relay2: {_summary(gaps, moved)}\n"
         f"  first audio after the switch, ms: {_list(after_switch)}\n"
-        f"  stayed on relay2: {_summary(gaps, stayed)}"
+        f"  stayed on relay2: {_summary(gaps, stayed)}\n"
+        f"  the bed itself frozen (caller or hop): {_stalls(caller.stalls, killed)}"
     )
     _all_alive(caller, ids, resumed)
     assert {h: fleet.sessions(h) for h in topology.TRANSCEIVERS} == dict(
         Counter(owner_of(c["ufrag"]) for c in calls)
     ), "a transceiver lost a session"
     for i in stayed:
-        assert gaps[i]["gap_ms"] < NORMAL_GAP_MS, gaps[i]
+        assert gaps[i]["gap_ms"] < NORMAL_GAP_MS, _gap(gaps[i], killed)
     if recovery:
-        worst = max(gaps[i]["gap_ms"] for i in moved)
-        assert worst < RECOVERY_BOUND_MS, _summary(gaps, moved)
+        worst = max(moved, key=lambda i: gaps[i]["gap_ms"])
+        assert gaps[worst]["gap_ms"] < RECOVERY_BOUND_MS, _gap(gaps[worst], killed)
+
+
+def _gap(gap: dict, origin: float) -> str:
+    """One call's gap with its place in time, in ms after ``origin`` (the fault)."""
+    return (
+        f"call {gap['id']}: gap {gap['gap_ms']:.0f} ms (raw {gap['raw_gap_ms']:.0f} ms) from "
+        f"{1000 * (gap['gap_start'] - origin):+.0f} to {1000 * (gap['gap_end'] - origin):+.0f} ms"
+    )
+
+
+def _stalls(intervals: list[list[float]], origin: float) -> str:
+    spans = [f"{1000 * (a - origin):+.0f}..{1000 * (b - origin):+.0f} ms" for a, b in intervals]
+    return ", ".join(spans) or "never"
 
 
 def _list(values: list[float]) -> str:
@@ -223,7 +255,7 @@ def test_a_restarted_relay_recovers_its_calls(fleet: Fleet, caller: CallerProces
     one up in Redis on its first SRTP packet; without, it learns a flow from the client's next
     consent check or the transceiver's next RTCP report. Both recover; the gaps are printed."""
     fleet.ensure(recovery=recovery)
-    calls = _connected(caller.start(10))
+    calls = _in_call(caller, 10)
     ids = [c["id"] for c in calls]
     relays = _relays(fleet, calls)
     restarted = [i for i in ids if relays[i] == "relay1"] or ids
@@ -249,7 +281,7 @@ def test_a_sigterm_drains_a_transceiver(fleet: Fleet, caller: CallerProcess):
     """SIGTERM tx1: its /readyz turns 503 and its registry record says draining, new calls go
     to tx2, tx1's live calls keep their audio until they are hung up, and then it exits 0."""
     fleet.ensure(recovery=True)
-    calls = _connected(caller.start(8))
+    calls = _in_call(caller, 8)
     on_tx1 = [c["id"] for c in calls if owner_of(c["ufrag"]) == "tx1"]
     assert on_tx1, "no call on tx1"
     tx1 = fleet.transceivers["tx1"]
@@ -264,7 +296,7 @@ def test_a_sigterm_drains_a_transceiver(fleet: Fleet, caller: CallerProcess):
     while not fleet.registered().get("tx1", {}).get("draining"):
         assert time.monotonic() < deadline, f"tx1 not draining: {fleet.registered()}"
         time.sleep(0.05)
-    newcomers = _connected(caller.start(4))
+    newcomers = _in_call(caller, 4)
     assert {owner_of(c["ufrag"]) for c in newcomers} == {"tx2"}, newcomers
     time.sleep(2.0)
     gaps = caller.gaps(signalled - 0.5, calls=on_tx1)
@@ -287,7 +319,7 @@ def test_without_redis_live_calls_go_on_and_new_calls_get_503_or_the_static_list
     the registry-only gateway gets a JSON 503, and through a gateway with a static
     --transceivers list it is placed and works. Redis back: the transceivers register again."""
     fleet.ensure(recovery=True, static_gateway=True)
-    calls = _connected(caller.start(6))
+    calls = _in_call(caller, 6)
     ids = [c["id"] for c in calls]
     time.sleep(1.0)
     before = caller.gaps(time.monotonic() - 1.0, calls=ids)
@@ -297,7 +329,7 @@ def test_without_redis_live_calls_go_on_and_new_calls_get_503_or_the_static_list
     [refused] = caller.start(1)
     assert refused["status"] == 503, refused
     assert "registry is unreachable" in refused["error"]["error"]["message"], refused
-    [placed] = _connected(caller.start(1, url=STATIC_GATEWAY_URL))
+    [placed] = _in_call(caller, 1, url=STATIC_GATEWAY_URL)
     time.sleep(2.0)
     gaps = caller.gaps(stopped, calls=ids)
     print(
@@ -319,7 +351,7 @@ def test_a_client_whose_nat_rebinds_keeps_its_call(fleet: Fleet, caller: CallerP
     flow to the load balancer and to whichever relay it hashes to; the client's next consent
     check teaches that relay the flow and the transceiver the new address, and audio resumes."""
     fleet.ensure(recovery=True)
-    calls = _connected(caller.start(2))
+    calls = _in_call(caller, 2)
     mover, bystander = (c["id"] for c in calls)
     before = _relays(fleet, calls)[mover]
     time.sleep(1.0)
