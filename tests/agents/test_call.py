@@ -22,6 +22,7 @@ class RecordingOutlet:
     """A paced transport that records everything and plays 20 ms per ``advance``."""
 
     paced = True
+    events_open = True
 
     def __init__(self) -> None:
         self.queued = bytearray()

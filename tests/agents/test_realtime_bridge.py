@@ -248,6 +248,9 @@ async def test_a_cut_cancels_the_backend_reply_and_truncates_its_item_at_what_wa
                 call.deliver(f)
                 if not outlet.queued:
                     break
+            # Cut by the Call's own turn detection, which reports nothing: the turn events
+            # the client gets are the backend's.
+            assert "input_audio_buffer.speech_started" not in outlet.types()
         assert not outlet.queued
         truncate = await running.wait_for_backend("conversation.item.truncate")
         cancel = model.of_type("response.cancel")[0]
@@ -346,12 +349,19 @@ async def test_client_events_go_to_the_backend_as_sent_except_those_the_call_ans
         assert updated["session"]["instructions"] == "terse"
 
 
-async def test_what_the_call_reports_itself_is_not_forwarded_and_backend_errors_are(model):
+async def test_turn_events_are_the_backends_and_what_the_call_reports_itself_is_not(model):
+    """The client hears of each turn once, with the backend's item id (the one the backend's
+    ``conversation.item.*`` and transcription events use): the Call's own turn detection only
+    cuts playback and tells the agent."""
     async with bridged(model) as running:
+        call = running.call
+        for f in frames_of(np.concatenate([speech_pcm(SPEECH), np.zeros(48_000, np.int16)])):
+            call.deliver(f)  # a whole turn for the Call's turn detection, start to end
+        await running.wait_for_backend("input_audio_buffer.append")
         for event in [
             {"type": "input_audio_buffer.speech_started", "audio_start_ms": 0, "item_id": "i"},
             {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 900, "item_id": "i"},
-            {"type": "input_audio_buffer.committed", "item_id": "i"},  # local turns are on
+            {"type": "input_audio_buffer.committed", "previous_item_id": None, "item_id": "i"},
             {"type": "output_audio_buffer.started", "response_id": "r"},
             rt.error("stale", code="response_cancel_not_active", event_id="event_bridge_1"),
             rt.error("bad item", code="item_not_found", event_id="evt_client"),
@@ -359,8 +369,17 @@ async def test_what_the_call_reports_itself_is_not_forwarded_and_backend_errors_
         ]:
             await model.send(event)
         await running.wait_for_client("conversation.item.added")
-        assert running.outlet.types() == ["session.updated", "error", "conversation.item.added"]
-        assert running.outlet.events[1]["error"]["event_id"] == "evt_client"
+        assert running.outlet.types() == [
+            "session.updated",
+            "input_audio_buffer.speech_started",
+            "input_audio_buffer.speech_stopped",
+            "input_audio_buffer.committed",
+            "error",
+            "conversation.item.added",
+        ]
+        turn = running.outlet.events[1:4]
+        assert {event["item_id"] for event in turn} == {"i"}
+        assert running.outlet.events[4]["error"]["event_id"] == "evt_client"
 
 
 async def test_a_message_that_is_not_an_event_is_counted_and_the_call_goes_on(model):
@@ -374,14 +393,16 @@ async def test_a_message_that_is_not_an_event_is_counted_and_the_call_goes_on(mo
 
 
 class LateChannelOutlet(RecordingOutlet):
-    """The client's events channel opens ``delay`` seconds after the call starts."""
+    """The client's events channel opens ``delay`` seconds after the call starts; what is sent
+    before then waits for it (recorded all the same), as the transceiver's outlet does."""
 
     def __init__(self, delay: float) -> None:
         super().__init__()
         self._opens_at = time.monotonic() + delay
 
-    def send_event(self, event: dict[str, Any]) -> bool:
-        return time.monotonic() >= self._opens_at and super().send_event(event)
+    @property
+    def events_open(self) -> bool:
+        return time.monotonic() >= self._opens_at
 
 
 def free_port() -> int:
@@ -405,6 +426,7 @@ async def test_an_unreachable_backend_gets_the_client_a_server_error_and_ends_th
     outlet = LateChannelOutlet(0.2)
     call = Call.for_agent(agent, "c1", outlet, {})
     await asyncio.wait_for(agent.run(call), 2)
+    assert outlet.events_open, "the agent ended before the client could hear why"
     (error,) = outlet.events
     assert error["error"]["type"] == "server_error"
     assert error["error"]["code"] == "backend_unavailable"

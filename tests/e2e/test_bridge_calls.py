@@ -64,7 +64,10 @@ async def test_a_turn_goes_to_the_backend_and_its_reply_comes_back_as_speech(mod
 
             kinds = [event["type"] for _, event in log.events]
             assert kinds.count("session.created") == 1  # voicewire's, not the backend's too
-            assert kinds.count("input_audio_buffer.speech_started") == 1  # the Call's only
+            assert kinds.count("input_audio_buffer.speech_started") == 1  # the backend's only
+            started = await log.wait_for("input_audio_buffer.speech_started")
+            committed = await log.wait_for("input_audio_buffer.committed")
+            assert started["item_id"] == committed["item_id"]  # one id for the user's turn
             assert not [kind for kind in kinds if kind.endswith("audio.delta")]
             assert "response.output_item.added" in kinds
 

@@ -65,6 +65,32 @@ async def test_session_created_then_events_both_ways(events_stack):
         await client.close()
 
 
+class EarlySpeaker:
+    """Sends an event the moment it starts: the call is connected, the channel not yet open."""
+
+    def __init__(self) -> None:
+        self.open_at_start: bool | None = None
+
+    async def run(self, call: Call) -> None:
+        self.open_at_start = call.events_open
+        call.send_event({"type": "test.hello"})
+        await call.wait_closed()
+
+
+async def test_what_an_agent_says_before_the_channel_opens_follows_session_created():
+    agent = EarlySpeaker()
+    async with EmbeddedStack(
+        http=("127.0.0.1", 0), udp=("127.0.0.1", 0), agent_factory=lambda: agent
+    ) as stack:
+        client, inbox = await open_events_channel(stack)
+        try:
+            assert (await next_event(inbox))["type"] == "session.created"
+            assert (await next_event(inbox))["type"] == "test.hello"
+            assert agent.open_at_start is False  # it really was said before the channel opened
+        finally:
+            await client.close()
+
+
 @pytest.mark.parametrize("message", ["not json", "[1, 2]", '{"no": "type"}', b"\x00binary"])
 async def test_a_malformed_event_gets_an_error_and_the_call_goes_on(events_stack, message):
     client, inbox = await open_events_channel(events_stack)

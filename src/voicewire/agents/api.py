@@ -16,7 +16,10 @@ is here too, not in agents: when the caller starts talking over a reply the outp
 in the same step that detects the speech, so its latency does not depend on how busy an agent is.
 
 An agent may declare, with a ``handles`` attribute, client event types it takes over; those go
-to it instead of the default handling (the realtime bridge forwards them to its backend).
+to it instead of the default handling (the realtime bridge forwards them to its backend). One
+that sets ``forwards_turn_events = True`` sends the client the turn events of its own backend
+(whose item ids the rest of that backend's events use); the Call then still detects turns on the
+caller's audio, to cut playback at once and to tell the agent, but reports none to the client.
 """
 
 from __future__ import annotations
@@ -88,6 +91,12 @@ class CallOutlet(Protocol):
     def stats(self) -> CallStats: ...
     def send_event(self, event: dict[str, Any]) -> bool: ...
 
+    @property
+    def events_open(self) -> bool:
+        """True when an event sent now goes out now; before the client's events channel
+        opens, ``send_event`` keeps what it is given for it (a bounded number)."""
+        ...
+
 
 class Agent(Protocol):
     async def run(self, call: Call) -> None: ...
@@ -126,11 +135,13 @@ class Call:
         *,
         session: dict[str, Any] | None = None,
         handles: frozenset[str] = frozenset(),
+        report_turns: bool = True,
         max_buffered_frames: int = 50,
     ) -> None:
         self.call_id = call_id
         self._outlet = outlet
         self._handles = handles
+        self._report_turns = report_turns
         self._session: dict[str, Any] = dict(session or {})
         self._frames: asyncio.Queue[AudioFrame | None] = asyncio.Queue(max_buffered_frames)
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -152,13 +163,14 @@ class Call:
     def for_agent(
         cls, agent: Agent, call_id: str, outlet: CallOutlet, config: dict[str, Any]
     ) -> Call:
-        """The call an agent runs: its ``session_defaults`` under the client's ``config``, and
-        the event types it ``handles``."""
+        """The call an agent runs: its ``session_defaults`` under the client's ``config``, the
+        event types it ``handles``, and whether it ``forwards_turn_events`` itself."""
         return cls(
             call_id,
             outlet,
             session=rt.merge_session(getattr(agent, "session_defaults", {}), config),
             handles=getattr(agent, "handles", frozenset()),
+            report_turns=not getattr(agent, "forwards_turn_events", False),
         )
 
     # The agent's side.
@@ -198,11 +210,18 @@ class Call:
             yield event
 
     def send_event(self, event: dict[str, Any]) -> bool:
-        """Send a JSON event to the client; False if it cannot get one now.
+        """Send a JSON event to the client; False if it can get none any more.
 
-        An ``event_id`` is added when the event has none.
+        Before the client's events channel opens (the agent starts when the media connects,
+        the channel follows), events wait and go right after ``session.created``; see
+        ``events_open``. An ``event_id`` is added when the event has none.
         """
         return not self._closed.is_set() and self._outlet.send_event(event)
+
+    @property
+    def events_open(self) -> bool:
+        """Whether an event sent now reaches the client now (its events channel is open)."""
+        return not self._closed.is_set() and self._outlet.events_open
 
     def say(self, pcm: bytes, rate: int = SAMPLE_RATE) -> None:
         """Queue PCM16 mono audio of any length at ``rate`` Hz to play; returns at once.
@@ -366,6 +385,11 @@ class Call:
         if not self._closed.is_set():
             self._outlet.send_event(event)
 
+    def _report_turn(self, event: dict[str, Any]) -> None:
+        """A turn event to the client, unless the agent forwards its backend's instead."""
+        if self._report_turns:
+            self._send(event)
+
     def _put_frame(self, frame: AudioFrame) -> None:
         """Hand the agent a frame; if it is a second behind, drop the oldest rather than lag."""
         if self._frames.full():
@@ -395,7 +419,7 @@ class Call:
                 "item_id": self._turn_item,
             }
             self._uncommitted_from = event.audio_start_ms
-            self._send(started)
+            self._report_turn(started)
             self._events.put_nowait(started)
             return
         stopped = {
@@ -403,14 +427,14 @@ class Call:
             "audio_end_ms": event.audio_end_ms,
             "item_id": self._turn_item,
         }
-        self._send(stopped)
+        self._report_turn(stopped)
         self._events.put_nowait(stopped)
         self._commit(event.audio_end_ms, self._turn_item)
 
     def _commit(self, end_ms: int, item_id: str | None, client_event_id: str | None = None) -> None:
         start_ms = self._uncommitted_from
         if end_ms - start_ms < MIN_COMMIT_MS:
-            self._send(
+            self._report_turn(
                 rt.error(
                     f"the input audio buffer holds {end_ms - start_ms} ms; "
                     f"at least {MIN_COMMIT_MS} ms are needed to commit",
@@ -425,7 +449,7 @@ class Call:
             "previous_item_id": self._last_item,
             "item_id": item_id,
         }
-        self._send(committed)
+        self._report_turn(committed)
         self._events.put_nowait({**committed, "audio_start_ms": start_ms, "audio_end_ms": end_ms})
         self._last_item = item_id
         self._uncommitted_from = end_ms

@@ -18,19 +18,16 @@ media and OpenAI's conversation events on its ``oai-events`` channel from any ba
   At the start the backend gets the call's session (``call.session``) in a ``session.update``;
   the audio formats are always PCM16 at 24 kHz, and ``model`` is the operator's
   (``--backend-model``), never the client's. The backend's answer often comes before the
-  client's events channel is open and is then lost, which is why backend errors are also logged.
-- Who reports what: the Call detects turns on the caller's audio itself, reports
-  ``input_audio_buffer.speech_started`` / ``speech_stopped`` / ``committed`` and cuts playback
-  on speech onset within the 150 ms barge-in budget, a network round trip and a backend VAD
-  before the backend could. The backend runs its own turn detection with the same settings (it
-  decides when to answer, and may do ``semantic_vad``, which we cannot). So the backend's
-  ``speech_started`` / ``speech_stopped`` are not forwarded (the client would hear of every turn
-  twice, late the second time), nor its ``committed`` while local turn detection is on (with it
-  off, a commit is the client's own ``input_audio_buffer.commit`` and the backend's answer is
-  the only one). Its ``output_audio_buffer.*`` (a WebRTC backend's) are dropped too: the Call
-  reports what the caller actually hears. Its ``session.created`` is dropped: the client got one
-  when its channel opened. One wrinkle remains: the ``item_id`` of the local turn events is not
-  the id the backend gives the user's item.
+  client's events channel is open; the transport keeps it until the channel opens.
+- Who reports what: the backend's turn events (``input_audio_buffer.speech_started`` /
+  ``speech_stopped`` / ``committed``) go to the client unchanged (``forwards_turn_events``), so
+  their ``item_id`` is the id every later event about the user's item carries (its
+  ``conversation.item.*``, its transcription). The Call still detects turns on the caller's
+  audio itself, and cuts playback on speech onset within the 150 ms barge-in budget, a network
+  round trip and a backend VAD before the backend could; it just does not report them. The
+  backend's ``output_audio_buffer.*`` (a WebRTC backend's) are dropped: the Call reports what
+  the caller actually hears. Its ``session.created`` is dropped: the client got one when its
+  channel opened.
 - Barge-in: when playback is cut (caller speech, or the client's ``output_audio_buffer.clear``),
   the Call hands the bridge ``output_audio_buffer.cleared`` with ``played_ms``; the bridge
   cancels the backend's response if it is still in progress and truncates the backend item the
@@ -94,8 +91,6 @@ AUDIO_DELTAS = frozenset({"response.output_audio.delta", "response.audio.delta"}
 NOT_FORWARDED = frozenset(
     {
         "session.created",
-        "input_audio_buffer.speech_started",
-        "input_audio_buffer.speech_stopped",
         "output_audio_buffer.started",
         "output_audio_buffer.stopped",
         "output_audio_buffer.cleared",
@@ -111,7 +106,7 @@ TURN_EVENTS = frozenset(
         "input_audio_buffer.committed",
     }
 )
-"""The Call's turn events, which the agent also gets: the backend detects turns itself."""
+"""The Call's turn events, which the agent also gets: the backend's are the client's."""
 OWN_EVENT = "event_bridge"
 """Prefix of the ids of events the bridge itself sends, to recognise the backend's answers."""
 
@@ -145,6 +140,7 @@ class RealtimeBridge:
 
     session_defaults = rt.with_turn_detection(dict(DEFAULTS))  # OpenAI's default: server_vad
     handles = frozenset(rt.CLIENT_EVENTS) - LOCAL_EVENTS
+    forwards_turn_events = True
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -192,11 +188,11 @@ class RealtimeBridge:
         if exc is not None:
             extra["error"] = f"{type(exc).__name__}: {exc}"
         log.warning(message, extra=extra)
-        event = rt.error(message, kind="server_error", code=code)
+        call.send_event(rt.error(message, kind="server_error", code=code))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CHANNEL_WAIT
-        while not call.send_event(event) and not call.closed and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        while not call.events_open and not call.closed and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # the error waits for the channel; the call ends after
 
 
 def _unreachable(exc: BaseException) -> str:
@@ -372,15 +368,12 @@ class _Link:
         if kind in AUDIO_DELTAS:
             await self._play(event)
             return
-        if kind in NOT_FORWARDED or (
-            kind == "input_audio_buffer.committed" and rt.turn_detection(self._call.session)
-        ):
+        if kind in NOT_FORWARDED:
             return
         if kind == "error":
             if _lost_cancel_race(event):
                 return
-            # Logged too: one that answers the bridge's first session.update can come before
-            # the client's events channel is open, and the client never sees it.
+            # Logged too: an operator sees a backend that refuses the session it is given.
             log.info("backend error", extra={"call_id": self._call.call_id, "error": event})
         if kind == "response.created":
             self._open_reply(_string(event, "response", "id"))

@@ -121,8 +121,12 @@ class Outbox:
         self._writer = asyncio.create_task(self._run())
         return self._writer
 
+    @property
+    def open(self) -> bool:
+        return not (self.overflowed or self._closing)
+
     def put(self, text: str) -> bool:
-        if self.overflowed or self._closing:
+        if not self.open:
             return False
         if self.size + len(text) > self._limit:
             self.overflowed = True
@@ -312,6 +316,10 @@ class RealtimeSocket:
                 await asyncio.sleep(0)
 
     # CallOutlet: the agent's side.
+
+    @property
+    def events_open(self) -> bool:
+        return self._outbox.open
 
     def send_event(self, event: dict[str, Any]) -> bool:
         kind = event["type"]

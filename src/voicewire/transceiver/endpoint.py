@@ -266,6 +266,8 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
                     live.call.send_event(
                         rt.session_event("session.created", live.call_id, live.call.session)
                     )
+                    while live.early_events:
+                        live.call.send_event(live.early_events.popleft())
             elif isinstance(event, ChannelClosed):
                 if event.channel_id == live.events_channel:
                     live.events_channel = None
@@ -372,10 +374,17 @@ class _Outlet:
     def stats(self) -> CallStats:
         return self._live.stats()
 
+    @property
+    def events_open(self) -> bool:
+        return self._live.events_channel is not None
+
     def send_event(self, event: dict[str, Any]) -> bool:
         live = self._live
         if live.events_channel is None:
-            return False
+            if len(live.early_events) == live.early_events.maxlen:
+                self._endpoint.metrics.drop_event("no_events_channel")
+            live.early_events.append(event)
+            return True
         live.session.send_message(
             live.events_channel, event_channel.encode(event), self._endpoint._loop.time()
         )

@@ -8,12 +8,16 @@ the relay headers to prepend, the indexes this call owns, and the agent's side o
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from voicewire.agents.api import Agent, Call, CallStats
 from voicewire.rtc.session import Session
 from voicewire.rtc.stun import Address
 from voicewire.wire import relay_header
+
+EARLY_EVENTS = 64
 
 
 @dataclass(eq=False)
@@ -32,6 +36,12 @@ class LiveCall:
     connected_at: float | None = None
     events_channel: int | None = None
     """The id of the client's ``oai-events`` data channel, once open."""
+    early_events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EARLY_EVENTS))
+    """Events the agent sent before that channel opened, sent right after ``session.created``.
+
+    An agent starts when the call connects; the client opens its channel a round trip or more
+    later, and what an agent says first (a backend's ``session.updated``, an error) would
+    otherwise be lost. Bounded: a client that never opens the channel keeps only the newest."""
     agent_task: asyncio.Task | None = None
 
     def header_for(self, client: Address) -> bytes:

@@ -37,6 +37,13 @@ class TransceiverMetrics:
             registry=self.registry,
         )
 
+        self._event_drops = Counter(
+            "voicewire_transceiver_event_drops",
+            "Events for a client that it never got, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+
     def opened(self) -> None:
         self._opened.inc()
         self.sessions.inc()
@@ -50,3 +57,6 @@ class TransceiverMetrics:
 
     def drop(self, reason: str) -> None:
         self._drops.labels(reason).inc()
+
+    def drop_event(self, reason: str) -> None:
+        self._event_drops.labels(reason).inc()
