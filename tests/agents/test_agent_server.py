@@ -387,6 +387,20 @@ async def test_api_keys_guard_the_upgrade():
                 assert reply.status == 200
 
 
+async def test_a_browser_key_rides_in_a_subprotocol_and_realtime_is_answered():
+    """A browser's WebSocket cannot send headers: OpenAI's convention offers the key as a
+    subprotocol beside ``realtime``, and the server must answer one the client offered."""
+    async with serving(api_keys=("key-1",)) as running, aiohttp.ClientSession() as http:
+        url = f"{running.url}/v1/realtime"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, protocols=("realtime", "openai-insecure-api-key.key-2"))
+        assert refused.value.status == 401
+        offered = ("realtime", "openai-insecure-api-key.key-1", "openai-beta.realtime-v1")
+        async with http.ws_connect(url, protocols=offered) as ws:
+            assert ws.protocol == "realtime"
+            assert json.loads(await ws.receive_str())["type"] == "session.created"
+
+
 async def test_draining_takes_no_new_sessions_and_ends_when_the_open_ones_have():
     async with serving() as running, aiohttp.ClientSession() as http:
         url = f"{running.url}/v1/realtime"

@@ -7,7 +7,9 @@ OpenAI, and so does any client written for OpenAI's API, the official SDKs inclu
 ``realtime_socket.py`` is the transport that makes it one.
 
 Server API keys work as for the gateway: with ``VOICEWIRE_API_KEYS`` set the upgrade needs
-``Authorization: Bearer <key>``; without, the server is open and says so at start. SIGTERM
+``Authorization: Bearer <key>``, or, from a browser (whose WebSocket cannot send headers), the
+key in a ``openai-insecure-api-key.<key>`` subprotocol beside ``realtime``, as OpenAI takes it;
+without keys, the server is open and says so at start. SIGTERM
 drains it as Kubernetes expects: /readyz and new sessions get 503, open sessions go on until
 they end or ``--drain-grace`` passes, then the rest are closed with 1001 (going away).
 """
@@ -44,6 +46,13 @@ SHUTDOWN_GRACE = 5.0
 """Seconds the sessions left after draining get to close cleanly."""
 SERVED_AGENTS = sorted(name for name in AGENTS if name != BRIDGE)
 """The bridge is left out: it needs a Realtime backend, and in front of one it only adds a hop."""
+
+PROTOCOLS = ("realtime",)
+"""The subprotocol answered to a browser that offers it (a browser fails the connection if it
+offered subprotocols and the server picks none)."""
+BROWSER_KEY = "openai-insecure-api-key."
+"""Prefix of the subprotocol that carries a browser's key (the name warns: a key in a page is
+anyone's; a browser should rather use an ephemeral key through the gateway)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +144,7 @@ class AgentServer:
 
     async def _realtime(self, request: web.Request) -> web.StreamResponse:
         try:
-            self.keys.check_api_key(request.headers.get("Authorization"))
+            self.keys.check_api_key(_authorization(request))
         except Unauthorized as exc:
             return error_response(401, str(exc))
         if self.stopping:
@@ -146,7 +155,9 @@ class AgentServer:
             rt.validate_session(config, "")
         except rt.EventError as exc:
             return error_response(400, exc.message)
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT, compress=False)
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT, compress=False, protocols=PROTOCOLS
+        )
         if not ws.can_prepare(request).ok:
             return error_response(400, f"{PATH} is a WebSocket: send an Upgrade request")
         await ws.prepare(request)
@@ -202,3 +213,16 @@ class AgentServer:
         self.stopping = True
         for socket in list(self.sockets):
             socket.stop("shutdown")
+
+
+def _authorization(request: web.Request) -> str | None:
+    """The ``Authorization`` header, or a browser's key from its offered subprotocols."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        return header
+    for offered in request.headers.getall("Sec-WebSocket-Protocol", ()):
+        for protocol in offered.split(","):
+            protocol = protocol.strip()
+            if protocol.startswith(BROWSER_KEY):
+                return "Bearer " + protocol.removeprefix(BROWSER_KEY)
+    return None
