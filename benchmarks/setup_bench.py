@@ -74,18 +74,10 @@ from playwright.async_api import async_playwright
 from serve_process import BenchError, ServeProcess, serve_argv
 
 HERE = Path(__file__).resolve().parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))  # tests.browser.chromium: how Chromium is started
+from tests.browser.chromium import CHROMIUM, chromium_args  # noqa: E402
+
 CALLS_PATH = "/v1/realtime/calls"
 WARMUP = 3
 HTTP_TIMEOUT = 5.0
@@ -407,7 +399,7 @@ async def measure(servers: dict[str, ServerProcess], calls: int) -> dict[tuple[s
     }
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            executable_path=CHROMIUM, headless=True, args=chromium_args(None)
         )
         try:
             context = await browser.new_context()

@@ -34,8 +34,8 @@ import pytest
 from playwright import async_api as playwright_api  # noqa: E402
 
 from tests import speech
+from tests.browser.chromium import CHROMIUM, chromium_args
 
-CHROMIUM = "/usr/bin/chromium"
 SERVE_START_TIMEOUT = 15.0
 SPEECH = (
     "Hello, this is voicewire. One, two, three, four, five. "
@@ -176,22 +176,6 @@ class Demo:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"still falsy after {timeout} s ({value!r}): {expression}")
             await self.page.wait_for_timeout(50)
-
-
-def chromium_args(wav: Path) -> list[str]:
-    return [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
-        "--allow-loopback-in-peer-connection",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from tests.e2e.aiortc_client import (
     point_candidate_at,
 )
 from tests.e2e.udp_nat import UdpNat
+from voicewire.transceiver.endpoint import DTLS_ROLES
 
 
 def burst_signal(seconds: float = 3.0, seed: int = 7) -> np.ndarray:
@@ -56,9 +57,13 @@ async def connected_client(stack, **kwargs) -> CallClient:
     return client
 
 
-async def test_echo_returns_the_signal_within_100_ms(stack):
+@pytest.mark.parametrize("setup", sorted(DTLS_ROLES))
+async def test_echo_returns_the_signal_within_100_ms(stack, setup):
+    """In either DTLS role (``--dtls-setup``): aiortc's offer says actpass, so we choose."""
+    stack.transceiver.dtls_role = DTLS_ROLES[setup]
     client = await connected_client(stack)
     try:
+        assert f"a=setup:{setup}" in client.pc.remoteDescription.sdp
         await asyncio.sleep(0.5)  # let both directions settle
         signal = burst_signal()
         client.track.play(signal)

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("voicewire.transceiver")
 
 AGENT_STOP_GRACE = 2.0  # seconds an agent gets to return after its call ended
+DTLS_ROLES = {"active": "client", "passive": "server"}
+"""Our answer's ``a=setup`` → our DTLS role, for offers that let us choose (``actpass``)."""
 
 
 class TransceiverEndpoint(asyncio.DatagramProtocol):

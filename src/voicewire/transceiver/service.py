@@ -51,7 +51,7 @@ from voicewire.http_service import run_service, start_site
 from voicewire.relay.allow_list import LOOPBACK, AllowList
 from voicewire.relay.sockets import BindError
 from voicewire.transceiver import internal_api
-from voicewire.transceiver.endpoint import TransceiverEndpoint
+from voicewire.transceiver.endpoint import DTLS_ROLES, TransceiverEndpoint
 from voicewire.wire.routing_token import RoutingKeys
 
 log = logging.getLogger("voicewire.transceiver")
@@ -113,6 +113,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CIDR[,CIDR…]",
         help="CIDRs of the relays' internal addresses; datagrams from anywhere else are dropped",
     )
+    flag(
+        parser,
+        "--dtls-setup",
+        env="VOICEWIRE_DTLS_SETUP",
+        choices=tuple(DTLS_ROLES),
+        default="active",
+        help="the answer's a=setup when the offer lets us choose (actpass): active = the "
+        "transceiver starts the DTLS handshake (docs/decisions.md)",
+    )
     secrets_file_flag(parser)
     agent_flags(parser)
     cluster_flags(parser)
@@ -164,6 +173,7 @@ async def _serve(
         max_sessions=args.max_sessions,
         cluster_id=args.cluster_id,
         allow_relays=relays,
+        dtls_role=DTLS_ROLES[args.dtls_setup],
     )
     advertise_http = ""  # known once the HTTP port is bound
 
