@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from tests.e2e.aiortc_client import (
     point_candidate_at,
 )
 from tests.e2e.udp_nat import UdpNat
+from voicewire.agents.echo import EchoAgent
+from voicewire.serve import EmbeddedStack
 from voicewire.transceiver.endpoint import DTLS_ROLES
 
 
@@ -91,6 +95,36 @@ async def test_hang_up_frees_every_index_and_stops_the_audio(stack):
         assert len(client.received) == count, "audio kept coming after the hang-up"
     finally:
         await client.close()
+
+
+async def test_an_ended_call_is_freed_by_reference_counting_alone():
+    """After a hang-up nothing keeps the call's state (agent, Call, session with its codecs,
+    DTLS and SRTP) alive, not even a reference cycle waiting for the cyclic collector."""
+    agents: weakref.WeakSet[EchoAgent] = weakref.WeakSet()
+
+    def agent_factory() -> EchoAgent:
+        agent = EchoAgent()
+        agents.add(agent)
+        return agent
+
+    async with EmbeddedStack(
+        http=("127.0.0.1", 0), udp=("127.0.0.1", 0), agent_factory=agent_factory
+    ) as stack:
+        client = await connected_client(stack)
+        try:
+            await asyncio.sleep(0.5)  # audio both ways: the agent, codecs and SRTP all at work
+            assert len(agents) == 1
+            gc.disable()
+            try:
+                assert await client.hang_up() == 200
+                deadline = time.monotonic() + 5
+                while agents and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)  # the agent's task returns once its call ends
+                assert len(agents) == 0, "the ended call's state is still referenced"
+            finally:
+                gc.enable()
+        finally:
+            await client.close()
 
 
 def wrong_fingerprint(offer: str) -> str:

@@ -23,6 +23,7 @@ import base64
 import logging
 import os
 import secrets
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -353,35 +354,51 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
 
 
 class _Outlet:
-    """A call's way back into the transceiver: the agent's audio into the session."""
+    """A call's way back into the transceiver: the agent's audio into the session.
 
-    __slots__ = ("_endpoint", "_live")
+    The LiveCall owns the Call and the Call owns this outlet, so the outlet holds its LiveCall
+    only weakly: a strong reference would close a cycle, and an ended session's whole state
+    (codec states, OpenSSL connection, SRTP contexts, jitter buffer) would then wait for the
+    cyclic garbage collector's rare full pass instead of going when its last reference does.
+    While the session is open the endpoint's ``_calls`` keeps the LiveCall; once it is gone
+    the session has closed, and the agent's audio and events have nowhere to go.
+    """
+
+    __slots__ = ("_endpoint", "_live", "_session")
     paced = True  # the session plays audio out in real time and reports OutputDrained
 
     def __init__(self, endpoint: TransceiverEndpoint, live: LiveCall) -> None:
         self._endpoint = endpoint
-        self._live = live
+        self._live = weakref.ref(live)
+        self._session = live.session  # stats and sent_ms, also after the session has ended
 
     def queue_audio(self, pcm: bytes, response: Response | None) -> None:
-        self._live.session.queue_audio(pcm, self._endpoint._loop.time())
-        self._endpoint._pump(self._live)
+        live = self._live()
+        if live is not None:
+            live.session.queue_audio(pcm, self._endpoint._loop.time())
+            self._endpoint._pump(live)
 
     def clear_audio(self) -> None:
-        self._live.session.clear_audio()
-        self._endpoint._pump(self._live)
+        live = self._live()
+        if live is not None:
+            live.session.clear_audio()
+            self._endpoint._pump(live)
 
     def sent_ms(self) -> float:
-        return self._live.session.audio.sent_ms
+        return self._session.audio.sent_ms
 
     def stats(self) -> CallStats:
-        return self._live.stats()
+        return self._session.audio.stats()
 
     @property
     def events_open(self) -> bool:
-        return self._live.events_channel is not None
+        live = self._live()
+        return live is not None and live.events_channel is not None
 
     def send_event(self, event: dict[str, Any]) -> bool:
-        live = self._live
+        live = self._live()
+        if live is None:
+            return False  # the session has ended
         if live.events_channel is None:
             if len(live.early_events) == live.early_events.maxlen:
                 self._endpoint.metrics.drop_event("no_events_channel")
