@@ -4,6 +4,8 @@ counted, never raised, and never leaves state behind."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,6 +47,37 @@ def test_any_datagram_is_dropped_or_handled_never_raised(datagrams):
             assert endpoint.session_count == 1
             assert endpoint.end_session(grant.call_id)
             assert endpoint.indexes_empty()
+        finally:
+            endpoint.close()
+
+    asyncio.run(run())
+
+
+def test_an_ended_session_is_freed_by_reference_counting_alone():
+    """Nothing keeps a closed call's state, not even a reference cycle: that would leave its
+    codec states, OpenSSL connection and buffers to the cyclic collector's rare full pass."""
+
+    async def run() -> None:
+        agents: weakref.WeakSet[EchoAgent] = weakref.WeakSet()
+
+        def agent_factory() -> EchoAgent:
+            agent = EchoAgent()
+            agents.add(agent)
+            return agent
+
+        endpoint = TransceiverEndpoint(
+            keys=RoutingKeys([(1, bytes(32))]), advertise=None, agent_factory=agent_factory
+        )
+        await endpoint.listen(("127.0.0.1", 0))
+        try:
+            grant = endpoint.open_session(REQUEST)
+            assert len(agents) == 1
+            gc.disable()
+            try:
+                assert endpoint.end_session(grant.call_id)
+                assert len(agents) == 0, "the ended call's state is still referenced"
+            finally:
+                gc.enable()
         finally:
             endpoint.close()
 

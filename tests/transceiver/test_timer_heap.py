@@ -1,4 +1,5 @@
 import asyncio
+import weakref
 
 from voicewire.transceiver.timer_heap import TimerHeap
 
@@ -32,3 +33,24 @@ async def test_a_fired_key_may_reschedule_itself():
     await asyncio.sleep(0.1)
     assert len(times) == 5
     assert all(later > earlier for earlier, later in zip(times, times[1:], strict=False))
+
+
+class Key:
+    pass
+
+
+async def test_superseded_and_cancelled_entries_let_go_of_their_key():
+    loop = asyncio.get_running_loop()
+    heap = TimerHeap(loop, lambda key, now: None)
+    cancelled, superseded = Key(), Key()
+    heap.schedule(cancelled, loop.time() + 30)
+    heap.schedule(superseded, loop.time() + 30)
+    heap.schedule(superseded, loop.time() + 0.01)  # the 30 s entry stays in the heap, stale
+    heap.schedule(cancelled, None)
+    refs = [weakref.ref(cancelled), weakref.ref(superseded)]
+    del cancelled
+    assert refs[0]() is None, "a cancelled key is kept until its old deadline"
+    await asyncio.sleep(0.03)  # the superseded key fires
+    del superseded
+    assert refs[1]() is None, "a superseded key is kept until its old deadline"
+    assert len(heap) == 0

@@ -5,6 +5,10 @@ loop callback per session and cancelling it on each change would churn the loop'
 times a second per session; instead this heap keeps the latest deadline per key, pushes a new
 entry when it changes, skips stale entries lazily, and keeps exactly one loop timer armed for
 the earliest deadline.
+
+A superseded or cancelled entry may sit in the heap until its deadline (a consent check 30 s
+ahead), so it lets go of its key at once (the heapq documentation's "removed" mark): the heap
+never keeps an ended session alive.
 """
 
 from __future__ import annotations
@@ -21,26 +25,30 @@ class TimerHeap:
     ) -> None:
         self._loop = loop
         self._fire = fire
-        self._deadlines: dict[Hashable, float] = {}
-        self._heap: list[tuple[float, int, Hashable]] = []
+        self._entries: dict[Hashable, list] = {}
+        """Key → its pending heap entry, ``[deadline, order, key]``."""
+        self._heap: list[list] = []
         self._order = itertools.count()
         self._armed: asyncio.TimerHandle | None = None
         self._armed_at = float("inf")
 
     def schedule(self, key: Hashable, deadline: float | None) -> None:
         """Make ``deadline`` (loop time) the only pending one for ``key``; None cancels it."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry[0] == deadline:
+                return
+            entry[2] = _REMOVED  # stale: it no longer holds the key
+            del self._entries[key]
         if deadline is None:
-            self._deadlines.pop(key, None)
             return
-        if self._deadlines.get(key) == deadline:
-            return
-        self._deadlines[key] = deadline
-        heapq.heappush(self._heap, (deadline, next(self._order), key))
+        entry = self._entries[key] = [deadline, next(self._order), key]
+        heapq.heappush(self._heap, entry)
         if deadline < self._armed_at:
             self._arm(deadline)
 
     def __len__(self) -> int:
-        return len(self._deadlines)
+        return len(self._entries)
 
     def _arm(self, deadline: float) -> None:
         if self._armed is not None:
@@ -51,13 +59,16 @@ class TimerHeap:
     def _run(self) -> None:
         self._armed, self._armed_at = None, float("inf")
         now = self._loop.time()
-        heap, deadlines = self._heap, self._deadlines
+        heap, entries = self._heap, self._entries
         while heap and heap[0][0] <= now:
-            deadline, _, key = heapq.heappop(heap)
-            if deadlines.get(key) == deadline:
-                del deadlines[key]
+            _, _, key = heapq.heappop(heap)
+            if key is not _REMOVED:
+                del entries[key]
                 self._fire(key, now)  # may schedule the key again
-        while heap and deadlines.get(heap[0][2]) != heap[0][0]:
-            heapq.heappop(heap)  # stale: superseded or cancelled
+        while heap and heap[0][2] is _REMOVED:
+            heapq.heappop(heap)
         if heap:
             self._arm(heap[0][0])
+
+
+_REMOVED = object()  # a stale entry's key
