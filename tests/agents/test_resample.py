@@ -52,7 +52,7 @@ def test_what_the_lower_rate_cannot_carry_is_filtered_not_aliased(target):
     assert np.sqrt(np.mean(out[100:].astype(float) ** 2)) < 8  # ~ -60 dB from 8000 peak
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(
     pair=st.sampled_from(PAIRS),
     sizes=st.lists(st.integers(0, 700), max_size=12),

@@ -148,7 +148,7 @@ def test_partial_sends_and_errors_never_spin(monkeypatch, results, refused, call
     assert batch.send(3, 0) == [] and len(scripted.first_entries) == len(calls)  # no call at all
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=12))
 def test_every_datagram_arrives_whole_or_flagged(sizes):
     sock, sender = nonblocking("127.0.0.1"), udp()

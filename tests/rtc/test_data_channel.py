@@ -73,7 +73,7 @@ def test_malformed_dcep_raises_parse_error(data: bytes) -> None:
         parse_dcep(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.binary(max_size=40))
 def test_random_dcep_bytes_parse_or_raise_parse_error(data: bytes) -> None:
     try:
@@ -224,7 +224,7 @@ def test_open_channel_needs_an_established_association() -> None:
         DataChannels(association(1), "both")  # type: ignore[arg-type]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.binary(min_size=1, max_size=60))
 def test_random_dcep_payloads_never_break_the_channels(data: bytes) -> None:
     peer = DataChannelCrafter()

@@ -395,7 +395,7 @@ hostile_datagrams = (
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     when=st.integers(0, 8),
     target=st.sampled_from(["client", "server"]),
@@ -429,7 +429,7 @@ def test_hostile_datagrams_raise_only_parse_errors(when, target, hostile):
     assert client.state in alive and server.state in alive
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(hostile=st.lists(hostile_datagrams, min_size=1, max_size=5))
 def test_hostile_datagrams_cannot_end_a_connection(hostile):
     client, server, *_ = handshake()

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import aioice
 import pytest
 from aioice import stun as aioice_stun
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from voicewire.rtc.errors import ParseError
@@ -456,7 +456,6 @@ def assert_untouched(ice: IceLite) -> None:
     assert ice.get_timer() == 30.0
 
 
-@settings(deadline=None)
 @given(st.binary(max_size=300) | stun_like())
 def test_any_bytes_raise_only_parse_error_and_change_nothing(data: bytes) -> None:
     ice = new_ice()
@@ -485,7 +484,6 @@ def still_valid(data: bytes) -> bool:
     )
 
 
-@settings(deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, len(VALID_NOMINATION) - 1), st.integers(1, 255)), min_size=1)
 )

@@ -337,7 +337,7 @@ def test_pop_before_the_deadline_returns_nothing() -> None:
     assert buffer.pop(deadline + 1.0) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     first=st.integers(0, 0xFFFF),
     timestamp=st.integers(0, 0xFFFFFFFF),
@@ -383,7 +383,7 @@ def test_any_arrival_order_plays_each_frame_at_most_once_in_order(
     assert buffer.resyncs == 0 and len(buffer) == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(
     pushes=st.lists(
         st.tuples(

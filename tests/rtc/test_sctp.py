@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import google_crc32c
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.rtc.engine_events import drain
@@ -742,7 +742,7 @@ def still_works(network: Network) -> None:
     assert messages(network, "a")[-1].data == b"me too"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150)
 @given(st.binary(max_size=200))
 def test_random_bytes_never_break_a_live_association(data: bytes) -> None:
     network, _ = live_pair()
@@ -758,7 +758,7 @@ def test_random_bytes_never_break_a_live_association(data: bytes) -> None:
 SAFE_TYPES = [1, 2, 3, 4, 5, 9, 10, 11, 130, 0x3F, 0x7F, 0xBF, 0xFF]
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250)
 @given(
     st.lists(
         st.tuples(st.sampled_from(SAFE_TYPES), st.integers(0, 255), st.binary(max_size=80)),
@@ -776,7 +776,7 @@ def test_well_checksummed_random_chunks_never_break_a_live_association(chunks) -
     still_works(network)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250)
 @given(st.data())
 def test_mutated_real_packets_raise_only_parse_error(data) -> None:
     """Any mutation of a packet we really sent, checksum fixed: ParseError or a clean outcome."""

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicewire.rtc import sdp
@@ -1063,7 +1063,7 @@ def check_parse_and_answer(text: str) -> None:
     assert parsed.media[offer.audio_index].port == PARAMS.candidate_port
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.text(max_size=300) | st.binary(max_size=300).map(lambda b: b.decode("latin-1")))
 def test_random_text(text: str) -> None:
     check_parse_and_answer(text)
@@ -1095,7 +1095,7 @@ def mutated_offers(draw: st.DrawFn) -> str:
     return draw(st.sampled_from(["\r\n", "\n"])).join(lines)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600)
 @given(mutated_offers())
 def test_mutated_offers(text: str) -> None:
     check_parse_and_answer(text)
@@ -1148,7 +1148,7 @@ def composed_offers(draw: st.DrawFn) -> tuple[str, list[str], list[tuple[str, ..
     return "\r\n".join(lines) + "\r\n", kinds, groups
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(composed_offers())
 def test_answer_rules_hold_for_any_order_and_grouping(
     composed: tuple[str, list[str], list[tuple[str, ...]]],

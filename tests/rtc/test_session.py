@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aioice import stun as aioice_stun
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voicewire.rtc import rtcp
@@ -309,7 +309,7 @@ datagrams = st.one_of(
 )
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None, max_examples=200)
+@settings(max_examples=200)
 @given(data=st.lists(datagrams, max_size=5))
 def test_garbage_never_escapes_but_as_parse_error_and_never_breaks_a_live_session(data):
     session, client, _ = connected_pair()
@@ -326,7 +326,7 @@ def test_garbage_never_escapes_but_as_parse_error_and_never_breaks_a_live_sessio
     assert len(client.received_rtp) == before + 1  # still sends audio
 
 
-@settings(deadline=None, max_examples=200)
+@settings(max_examples=200)
 @given(data=st.lists(datagrams, max_size=5))
 def test_garbage_before_any_check_leaves_a_new_session_untouched(data):
     session = Session(session_params(), SERVER_CERT, now=0.0)

@@ -4,7 +4,7 @@ import struct
 
 import pytest
 from aioice import stun as aioice_stun
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from voicewire.rtc import stun
@@ -141,7 +141,6 @@ def stun_like(draw: st.DrawFn) -> bytes:
     )
 
 
-@settings(deadline=None)
 @given(st.binary() | stun_like())
 def test_parse_raises_nothing_but_parse_error(data: bytes) -> None:
     try:

@@ -30,7 +30,6 @@ headers = st.sampled_from(
 
 @settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-    deadline=None,
     max_examples=300,
 )
 @given(datagrams=st.lists(st.tuples(headers, payloads), max_size=8))
