@@ -54,7 +54,6 @@ import os
 import platform
 import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -64,7 +63,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from machine import LOCK_PATH, cpu_busy, lock_held
+from machine import LOCK_PATH, check_lock, cpu_busy
+from processes import BenchError, Children, children_of, cmdline, cpu_seconds
+from runner import run_bench, write_json
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"
@@ -80,10 +81,6 @@ LOAD_FOREIGN_LIMIT = 0.2  # the same on the load CPU (the load client and relay 
 LOAD_SIDE_LIMIT = 0.9  # load CPU busier than this: the load side may be the bottleneck
 ATTEMPTS = 4
 TARGETS = {"sessions": 100, "vs_aiortc": 10.0, "vs_codec": 0.8}
-
-
-class BenchError(Exception):
-    """The setup is broken: no number from this run may be reported."""
 
 
 @dataclass(frozen=True)
@@ -109,81 +106,6 @@ QUICK = Plan(3.0, 5.0, (40, 80), 40, 600, (4, 12), 8, 80, 0, 2.0, 1)
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-
-class Children:
-    """Every process this script starts, each in its own session, so it can end them all."""
-
-    def __init__(self) -> None:
-        self._running: list[subprocess.Popen] = []
-        self._descendants: dict[int, list[int]] = {}
-
-    def start(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
-        process = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
-        self._running.append(process)
-        return process
-
-    def adopt(self, process: subprocess.Popen, pids: Sequence[int]) -> None:
-        self._descendants.setdefault(process.pid, []).extend(pids)
-
-    def stop(self, process: subprocess.Popen, grace: float = 10.0) -> None:
-        if process.poll() is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
-        for pid in self._descendants.pop(process.pid, ()):
-            if _session_of(pid) == process.pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        if process in self._running:
-            self._running.remove(process)
-
-    def stop_all(self) -> None:
-        for process in reversed(list(self._running)):
-            self.stop(process)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _session_of(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return None if fields is None else int(fields[3])
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children_of(pid: int) -> list[int]:
-    children = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            children += [int(p) for p in (task / "children").read_text().split()]
-    return children
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
 
 
 def _udp_drops(pids: Sequence[int]) -> int:
@@ -260,7 +182,7 @@ def start_server(children: Children, kind: str, server_cpu: int, load_cpu: int) 
         # The relay worker is a child process: it forwards for the load, so it goes to CPU 0.
         while True:
             workers = [
-                p for p in _children_of(process.pid) if "voicewire.relay.worker" in _cmdline(p)
+                p for p in children_of(process.pid) if "voicewire.relay.worker" in cmdline(p)
             ]
             if workers:
                 break
@@ -403,8 +325,8 @@ def _window(
 ) -> dict:
     load_cpu, server_cpu = f"cpu{args.load_cpu}", f"cpu{args.server_cpu}"
     ours = _our_load_pids(server, client)
-    busy0, cpu0, drops0 = cpu_busy(), _cpu_seconds(server.pid), _udp_drops(server.pids)
-    ours0 = sum(_cpu_seconds(pid) for pid in ours)
+    busy0, cpu0, drops0 = cpu_busy(), cpu_seconds([server.pid]), _udp_drops(server.pids)
+    ours0 = cpu_seconds(ours)
     wall0 = time.monotonic()
     # RTCP reports sent during the settling time may open the window's inbound-loss interval.
     lookback = max(0.0, plan.settle - 1.0)
@@ -412,8 +334,8 @@ def _window(
         {"cmd": "measure", "seconds": plan.hold, "lookback": lookback}, plan.hold + 30
     )
     wall = time.monotonic() - wall0
-    busy1, cpu1, drops1 = cpu_busy(), _cpu_seconds(server.pid), _udp_drops(server.pids)
-    ours1 = sum(_cpu_seconds(pid) for pid in ours)
+    busy1, cpu1, drops1 = cpu_busy(), cpu_seconds([server.pid]), _udp_drops(server.pids)
+    ours1 = cpu_seconds(ours)
     server.check_alive()
     cpu = (cpu1 - cpu0) / wall
     foreign = max(0.0, (busy1[server_cpu] - busy0[server_cpu]) / wall - cpu)
@@ -432,9 +354,9 @@ def _wait_until_quiet(server: Server, client: LoadClient, limit: float = 60.0) -
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         ours = [server.pid, *_our_load_pids(server, client)]
-        busy0, ours0, wall0 = cpu_busy(), sum(_cpu_seconds(p) for p in ours), time.monotonic()
+        busy0, ours0, wall0 = cpu_busy(), cpu_seconds(ours), time.monotonic()
         time.sleep(2.0)
-        busy1, ours1 = cpu_busy(), sum(_cpu_seconds(p) for p in ours)
+        busy1, ours1 = cpu_busy(), cpu_seconds(ours)
         cpus = [c for c in busy1 if not c.endswith("_steal")]
         others = sum(busy1[c] - busy0[c] for c in cpus) - (ours1 - ours0)
         if others / (time.monotonic() - wall0) < 0.1:
@@ -995,9 +917,7 @@ def run(args: argparse.Namespace, children: Children) -> dict:
     plan = QUICK if args.quick else FULL
     preflight(args)
     os.sched_setaffinity(0, {args.load_cpu})  # this orchestrator stays off the server's CPU
-    locked = lock_held()
-    if not locked:
-        _say(f"WARNING: not run under `flock {LOCK_PATH}`: another benchmark may skew the numbers")
+    locked = check_lock()
     started = time.monotonic()
     results: dict = {
         "machine": machine_facts(),
@@ -1043,28 +963,19 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(codec_worker(args.codec_worker)))
         return 0
     children = Children()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
+
+    def body() -> dict:
         if args.profile:
             preflight(args)
             os.sched_setaffinity(0, {args.load_cpu})
-            results = profile(children, args)
-            print(profile_report(results))
-        else:
-            results = run(args, children)
-            print(report(results))
-    except BenchError as exc:
-        print(f"capacity_bench: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("capacity_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        children.stop_all()
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+            return profile(children, args)
+        return run(args, children)
+
+    def show(results: dict) -> None:
+        print(profile_report(results) if args.profile else report(results))
+        write_json(args.json, results)
+
+    return run_bench("capacity_bench", body, show, cleanup=children.stop_all)
 
 
 if __name__ == "__main__":

@@ -27,14 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from machine import LOCK_PATH, lock_held, percentile
+from machine import check_lock, percentile
+from runner import run_bench, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -235,23 +235,17 @@ def main(argv: list[str] | None = None) -> int:
         return driver_main(args.driver, args.calls)
     if args.calls < ROUNDS:
         parser.error(f"--calls must be at least {ROUNDS}")
-    if not lock_held():
-        say(f"WARNING: not run under `flock {LOCK_PATH}`: another benchmark may skew it")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean the bed up as on Ctrl-C
+    check_lock()
     started = time.monotonic()
-    try:
-        results = run(args)
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
-        say(f"dtls_role_bench: FAILED: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        say("dtls_role_bench: interrupted")
-        return 130
-    print(report(results))
-    say(f"took {time.monotonic() - started:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+
+    def show(results: dict) -> None:
+        print(report(results))
+        say(f"took {time.monotonic() - started:.0f} s")
+        write_json(args.json, results)
+
+    # The bed (namespaces, its processes) is cleaned up by run() itself, on an interrupt too.
+    broken = (RuntimeError, OSError, subprocess.SubprocessError)  # what the bed raises
+    return run_bench("dtls_role_bench", lambda: run(args), show, failures=broken)
 
 
 if __name__ == "__main__":

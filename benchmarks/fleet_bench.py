@@ -30,11 +30,9 @@ rule). Exit status 1 with no table when the setup is broken.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import secrets
-import signal
 import socket
 import statistics
 import subprocess
@@ -43,7 +41,9 @@ import time
 from pathlib import Path
 
 import relay_bench as rb
-from machine import LOCK_PATH, lock_held
+from machine import LOCK_PATH, check_lock
+from processes import BenchError, Children, children_of, command_of
+from runner import run_bench, write_json
 
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
 from voicewire.wire.routing_token import RoutingKeys
@@ -66,7 +66,7 @@ def say(text: str) -> None:
 
 
 def start_relay(
-    children: rb.Children, workers: int, cpus: str, secret_spec: str, name: str
+    children: Children, workers: int, cpus: str, secret_spec: str, name: str
 ) -> rb.Forwarder:
     """``voicewire relay --workers N`` under ``taskset -c cpus`` (workers inherit the mask),
     started as relay_bench starts its one worker; returns once every worker runs."""
@@ -86,12 +86,12 @@ def start_relay(
     deadline = time.monotonic() + 15
     while True:
         relay.check_alive()
-        pids = [process.pid, *rb._children_of(process.pid)]
-        started = len(pids) >= 1 + workers and rb._command_of(process.pid) != "taskset"
+        pids = [process.pid, *children_of(process.pid)]
+        started = len(pids) >= 1 + workers and command_of(process.pid) != "taskset"
         if started and all(os.sched_getaffinity(pid) == wanted for pid in pids):
             break
         if time.monotonic() > deadline:
-            raise rb.BenchError(f"{name}: {len(pids) - 1} of {workers} workers after 15 s")
+            raise BenchError(f"{name}: {len(pids) - 1} of {workers} workers after 15 s")
         time.sleep(0.05)
     relay.pids = pids
     children.adopt(process, pids)
@@ -114,7 +114,7 @@ def _free_port_run(count: int) -> int:
         finally:
             for sock in held:
                 sock.close()
-    raise rb.BenchError(f"no run of {count} free UDP ports")
+    raise BenchError(f"no run of {count} free UDP ports")
 
 
 def timed_trial(setup: rb.Setup, target: rb.Forwarder, rate: float, seconds: float, **kw) -> dict:
@@ -127,7 +127,7 @@ def timed_trial(setup: rb.Setup, target: rb.Forwarder, rate: float, seconds: flo
     return result
 
 
-def workers_bench(args: argparse.Namespace, children: rb.Children) -> dict:
+def workers_bench(args: argparse.Namespace, children: Children) -> dict:
     plan = rb.QUICK if args.quick else rb.FULL
     rounds = 1 if args.quick else 3
     offered = OFFERED_QUICK if args.quick else OFFERED
@@ -295,7 +295,7 @@ def setup_bench(args: argparse.Namespace) -> dict:
 
     problems = netns.missing_prerequisites()
     if problems:
-        raise rb.BenchError("the test bed cannot run here: " + "; ".join(problems))
+        raise BenchError("the test bed cannot run here: " + "; ".join(problems))
     losses = (0.01, 0.0)
     bed = Bed(prefix=BED_PREFIX)
     fleet = caller = None
@@ -399,49 +399,42 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.calls is None:
         args.calls = 10 if args.quick else 30
-    locked = lock_held()
-    if not locked:
-        say(f"WARNING: not run under `flock {LOCK_PATH}`: another benchmark may skew the numbers")
-    children = rb.Children()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    started = time.monotonic()
-    busy = rb.busy_share()
-    say(f"machine: {os.cpu_count()} CPUs, busy before start {busy:.0%}")
-    results: dict = {
-        "command": " ".join([sys.executable, *sys.argv]),
-        "machine": {**rb.machine_facts(), "python": platform.python_version()},
-        "busy_before_start": round(busy, 3),
-        "lock_held": locked,
-    }
-    try:
+    locked = check_lock()
+    children = Children(grace=8.0)  # relay_bench's
+    started, busy = time.monotonic(), 0.0
+
+    def body() -> dict:
+        nonlocal busy  # the report shows it unrounded
+        busy = rb.busy_share()
+        say(f"machine: {os.cpu_count()} CPUs, busy before start {busy:.0%}")
+        results: dict = {
+            "command": " ".join([sys.executable, *sys.argv]),
+            "machine": {**rb.machine_facts(), "python": platform.python_version()},
+            "busy_before_start": round(busy, 3),
+            "lock_held": locked,
+        }
         if args.only in (None, "workers"):
             results["workers"] = workers_bench(args, children)
         if args.only in (None, "setup"):
             results["setup"] = setup_bench(args)
-    except rb.BenchError as exc:
-        print(f"fleet_bench: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("fleet_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        children.stop_all()
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
-    m = results["machine"]
-    print(
-        f"voicewire fleet benchmark: {m['nproc']} CPUs ({m['cpu_model']}), kernel {m['kernel']}, "
-        f"Python {m['python']}; busy before start {busy:.0%}; lock {LOCK_PATH} "
-        f"{'held' if locked else 'NOT held'}"
-    )
-    if "workers" in results:
-        print("\n" + workers_report(results["workers"]))
-    if "setup" in results:
-        print("\n" + setup_report(results["setup"]))
-    print(f"\nrun took {results['elapsed_s']:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    return 0
+        return results
+
+    def show(results: dict) -> None:
+        results["elapsed_s"] = round(time.monotonic() - started, 1)
+        m = results["machine"]
+        print(
+            f"voicewire fleet benchmark: {m['nproc']} CPUs ({m['cpu_model']}), "
+            f"kernel {m['kernel']}, Python {m['python']}; busy before start {busy:.0%}; "
+            f"lock {LOCK_PATH} {'held' if locked else 'NOT held'}"
+        )
+        if "workers" in results:
+            print("\n" + workers_report(results["workers"]))
+        if "setup" in results:
+            print("\n" + setup_report(results["setup"]))
+        print(f"\nrun took {results['elapsed_s']:.0f} s")
+        write_json(args.json, results, default=str)
+
+    return run_bench("fleet_bench", body, show, cleanup=children.stop_all)
 
 
 if __name__ == "__main__":

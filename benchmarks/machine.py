@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from pathlib import Path
+
+from processes import stat_fields
 
 
 def cpu_busy() -> dict[str, float]:
@@ -34,6 +37,19 @@ def lock_held() -> bool:
     return False
 
 
+def check_lock() -> bool:
+    """Whether this run holds the shared lock; when it does not, say so on stderr, once, so that
+    whoever reads the numbers knows another benchmark may have skewed them."""
+    locked = lock_held()
+    if not locked:
+        print(
+            f"WARNING: not run under `flock {LOCK_PATH}`: another benchmark may skew the numbers",
+            file=sys.stderr,
+            flush=True,
+        )
+    return locked
+
+
 def tree_cpu(root: int) -> dict[int, float]:
     """CPU seconds of every live process descended from root, by pid."""
     parent, cpu = {}, {}
@@ -41,10 +57,8 @@ def tree_cpu(root: int) -> dict[int, float]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                rest = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
+        rest = stat_fields(int(entry))
+        if rest is None:
             continue
         parent[int(entry)] = int(rest[1])
         cpu[int(entry)] = sum(int(x) for x in rest[11:15]) / tick  # + reaped children

@@ -35,17 +35,17 @@ import platform
 import resource
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from machine import cpu_busy
+from processes import BenchError, Children, children_of, command_of, cpu_seconds
+from runner import run_bench, write_json
 
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
 from voicewire.wire.routing_token import RoutingKeys
@@ -64,10 +64,6 @@ ATTEMPTS = 4
 TARGETS = {"pps_ratio": 0.7, "p50_ratio": 1.2, "overload_ms": 20.0}
 
 
-class BenchError(Exception):
-    """The setup is broken: no number from this run may be reported."""
-
-
 @dataclass(frozen=True)
 class Plan:
     trial_seconds: float  # one loss-free search trial
@@ -84,85 +80,6 @@ QUICK = Plan(0.8, 0.15, 1.5, 1, 1.5, 0.5, (212_992,))
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-
-class Children:
-    """Every process this script starts, each in its own session, so it can end them all."""
-
-    def __init__(self) -> None:
-        self._running: list[subprocess.Popen] = []
-        self._descendants: dict[int, list[int]] = {}  # leader pid -> pids it started
-
-    def adopt(self, process: subprocess.Popen, pids: Sequence[int]) -> None:
-        """Remember processes that ``process`` started, to end them should it die first."""
-        self._descendants[process.pid] = list(pids)
-
-    def start(self, argv: Sequence[str], **kwargs) -> subprocess.Popen:
-        process = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
-        self._running.append(process)
-        return process
-
-    def stop(self, process: subprocess.Popen, grace: float = 8.0) -> None:
-        """End ``process`` and its session (SIGTERM, then SIGKILL), then any process it started
-        (a relay worker) still alive in that session."""
-        if process.poll() is None:  # the leader is alive, so the group id is still ours
-            _signal_group(process.pid, signal.SIGTERM)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
-        for pid in self._descendants.pop(process.pid, ()):
-            if pid != process.pid and _session_of(pid) == process.pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if process in self._running:
-            self._running.remove(process)
-
-    def stop_all(self) -> None:
-        for process in list(self._running):
-            self.stop(process)
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    try:
-        os.killpg(pgid, signum)  # start_new_session: the group id is the leader's pid
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _session_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _children_of(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _command_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _udp_drops(port: int) -> int:
@@ -251,8 +168,8 @@ def _wait_pinned(children: Children, forwarder: Forwarder, cpu: int, expected: i
     deadline = time.monotonic() + 15
     while True:
         forwarder.check_alive()
-        pids = [forwarder.process.pid, *_children_of(forwarder.process.pid)]
-        started = len(pids) >= expected and _command_of(forwarder.process.pid) != "taskset"
+        pids = [forwarder.process.pid, *children_of(forwarder.process.pid)]
+        started = len(pids) >= expected and command_of(forwarder.process.pid) != "taskset"
         if started and all(os.sched_getaffinity(pid) == {cpu} for pid in pids):
             break
         if time.monotonic() > deadline:
@@ -331,7 +248,7 @@ def _one_trial(
     argv += ["--sink-buffer", str(SINK_BUFFER)]
     drops_before = _udp_drops(target.port) if target.process else 0
     busy_before = cpu_busy()
-    ours_before = _cpu_seconds(target.pids)
+    ours_before = cpu_seconds(target.pids)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     process = setup.children.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -344,7 +261,7 @@ def _one_trial(
         setup.children.stop(process)
     wall = time.monotonic() - started
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    ours = _cpu_seconds(target.pids) - ours_before
+    ours = cpu_seconds(target.pids) - ours_before
     busy_after = cpu_busy()
     if process.returncode != 0:
         target.check_alive()
@@ -791,23 +708,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.flows <= 4096:
         parser.error("--flows must be within 1..4096")
-    children = Children()
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        results = run(args, children)
-    except BenchError as exc:
-        print(f"relay_bench: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("relay_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        children.stop_all()
-    print(report(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    children = Children(grace=8.0)
+
+    def show(results: dict) -> None:
+        print(report(results))
+        write_json(args.json, results)
+
+    return run_bench("relay_bench", lambda: run(args, children), show, cleanup=children.stop_all)
 
 
 if __name__ == "__main__":

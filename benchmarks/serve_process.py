@@ -18,15 +18,13 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from processes import BenchError
 
 START_TIMEOUT = 20.0  # a server prints its "serving" line within this
 ERROR_LEVELS = ("error", "critical", "raw")  # "raw": a line that is not JSON
-
-
-class BenchError(Exception):
-    """The run is broken: no number from it may be reported."""
 
 
 def serve_argv(*options: str) -> list[str]:
@@ -132,3 +130,9 @@ class ServeProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(5)
         self._reader.join(5)
+
+
+def stop_all(servers: Iterable[ServeProcess]) -> None:
+    """Stop every server: a benchmark's cleanup, whether its run finished, failed or was cut."""
+    for server in servers:
+        server.stop()

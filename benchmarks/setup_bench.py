@@ -55,7 +55,6 @@ import logging
 import math
 import os
 import platform
-import signal
 import statistics
 import sys
 import time
@@ -68,10 +67,12 @@ import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
-from machine import LOCK_PATH, lock_held, percentile, tree_cpu
+from machine import LOCK_PATH, check_lock, percentile, tree_cpu
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import async_playwright
-from serve_process import BenchError, ServeProcess, serve_argv
+from processes import BenchError
+from runner import run_bench, write_json
+from serve_process import ServeProcess, serve_argv, stop_all
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
@@ -147,8 +148,7 @@ def start_servers(log_dir: Path) -> dict[str, ServerProcess]:
         for server in servers.values():
             server.wait_serving()
     except BaseException:
-        for server in servers.values():
-            server.stop()
+        stop_all(servers.values())
         raise
     return servers
 
@@ -574,49 +574,27 @@ def report(samples: dict[tuple[str, str], Samples], calls: int) -> dict:
     return {"summary": summary, "ratios_p50": ratios, "targets": targets}
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+Measured = tuple[dict[tuple[str, str], Samples], float, float]  # samples, foreign cores, seconds
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=50, help="counted calls per scenario")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every sample here")
-    parser.add_argument(
-        "--log-dir", type=Path, default=HERE / ".build" / "setup_bench", help="server logs"
-    )
-    args = parser.parse_args()
-    if args.calls < 1:
-        parser.error("--calls must be at least 1")
-    logging.basicConfig(level=logging.WARNING)
-    loopback_only()
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    locked = lock_held()
-    if not locked:
-        print(
-            f"warning: not run under `flock {LOCK_PATH}`: another benchmark may skew the numbers",
-            file=sys.stderr,
-        )
-    # SIGTERM ends the run like Ctrl-C, so that the servers and Chromium are cleaned up.
-    signal.signal(signal.SIGTERM, _interrupt)
-    servers: dict[str, ServerProcess] = {}
-    try:
-        servers = start_servers(args.log_dir)
-        cpu = CpuWatch()
-        started = time.monotonic()
-        samples = asyncio.run(measure(servers, args.calls))
-        foreign = cpu.foreign_share()
-        elapsed = time.monotonic() - started
-        for server in servers.values():
-            server.check_alive()
-        time.sleep(0.2)  # the last log lines
-        check_logs(servers)
-    except BenchError as exc:
-        print(f"setup_bench: FAILED: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        for server in servers.values():
-            server.stop()
+def run(args: argparse.Namespace, servers: dict[str, ServerProcess]) -> Measured:
+    """Start the servers (into ``servers``: main stops them) and measure."""
+    servers.update(start_servers(args.log_dir))
+    cpu = CpuWatch()
+    started = time.monotonic()
+    samples = asyncio.run(measure(servers, args.calls))
+    foreign = cpu.foreign_share()
+    elapsed = time.monotonic() - started
+    for server in servers.values():
+        server.check_alive()
+    time.sleep(0.2)  # the last log lines
+    check_logs(servers)
+    return samples, foreign, elapsed
+
+
+def show(args: argparse.Namespace, locked: bool, measured: Measured) -> None:
+    """Print the report, write --json."""
+    samples, foreign, elapsed = measured
     result = report(samples, args.calls)
     print()
     print(
@@ -636,9 +614,32 @@ def main() -> int:
             machine={"cpus": os.cpu_count(), "python": platform.python_version()},
             samples={f"{c}->{s}": found.calls for (c, s), found in samples.items()},
         )
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
         print(f"samples in {args.json}")
-    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=50, help="counted calls per scenario")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write every sample here")
+    parser.add_argument(
+        "--log-dir", type=Path, default=HERE / ".build" / "setup_bench", help="server logs"
+    )
+    args = parser.parse_args()
+    if args.calls < 1:
+        parser.error("--calls must be at least 1")
+    logging.basicConfig(level=logging.WARNING)
+    loopback_only()
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    locked = check_lock()
+    servers: dict[str, ServerProcess] = {}
+    # SIGTERM ends the run like Ctrl-C, so that the servers and Chromium are cleaned up.
+    return run_bench(
+        "setup_bench",
+        lambda: run(args, servers),
+        lambda measured: show(args, locked, measured),
+        cleanup=lambda: stop_all(servers.values()),
+    )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -50,17 +48,16 @@ from urllib.parse import urljoin
 
 import aiohttp
 from capacity_bench import (
-    BenchError,
-    Children,
     Server,
-    _cpu_seconds,
     _step_result,
     machine_facts,
     preflight,
     start_server,
 )
 from load_client import LoadClient, _raise_fd_limit, speech_packets
-from machine import LOCK_PATH, cpu_busy, lock_held
+from machine import LOCK_PATH, check_lock, cpu_busy
+from processes import BenchError, Children, cpu_seconds
+from runner import run_bench, write_json
 
 FLAT_SHARE = 0.02  # fitted growth over minutes 2..end below 2 % of the warm RSS: flat
 WARM_MINUTES = 1.0  # RSS "at 1 min" and the start of the fit (from minute 2)
@@ -170,10 +167,10 @@ async def soak(args: argparse.Namespace, server: Server) -> dict:
             )
         end = began + 60 * args.minutes
         while time.monotonic() < end - 1.0:
-            cpu0, wall0, busy0 = _cpu_seconds(server.pid), time.monotonic(), cpu_busy()
+            cpu0, wall0, busy0 = cpu_seconds([server.pid]), time.monotonic(), cpu_busy()
             window = await client.measure(min(args.interval, end - time.monotonic()), 8.0)
             wall = time.monotonic() - wall0
-            cpu = (_cpu_seconds(server.pid) - cpu0) / wall
+            cpu = (cpu_seconds([server.pid]) - cpu0) / wall
             busy1 = cpu_busy()
             server.check_alive()
             if churner is not None and churner.done():
@@ -348,19 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     children = Children()
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     _raise_fd_limit()
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    try:
+
+    def body() -> dict:
         preflight(args)
         os.sched_setaffinity(0, {args.load_cpu})  # the load stays off the server's CPU
-        locked = lock_held()
-        if not locked:
-            _say(f"WARNING: not run under `flock {LOCK_PATH}`: another benchmark may skew it")
+        locked = check_lock()
         started = time.monotonic()
         server = start_server(children, "voicewire", args.server_cpu, args.load_cpu)
         if args.spread:
@@ -383,18 +377,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         results["summary"] = summarise(results, args.minutes)
         results["seconds"] = round(time.monotonic() - started, 1)
+        return results
+
+    def show(results: dict) -> None:
         print(report(results))
-    except BenchError as exc:
-        print(f"soak_bench: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("soak_bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        children.stop_all()
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+        write_json(args.json, results)
+
+    return run_bench("soak_bench", body, show, cleanup=children.stop_all)
 
 
 if __name__ == "__main__":

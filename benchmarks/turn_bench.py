@@ -83,7 +83,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -102,8 +101,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.codecs.opus import OpusEncoder as ClientOpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import is_rtcp
-from machine import LOCK_PATH, cpu_busy, lock_held, percentile, tree_cpu
-from serve_process import BenchError, ServeProcess, serve_argv
+from machine import LOCK_PATH, check_lock, cpu_busy, percentile, tree_cpu
+from processes import BenchError
+from runner import run_bench, write_json
+from serve_process import ServeProcess, serve_argv, stop_all
 
 from voicewire.agents.turn_detection import (
     DEFAULTS,
@@ -896,10 +897,6 @@ def report(data: dict, utterances: list[Utterance]) -> dict:
     }
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -907,57 +904,36 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=30, help="rounds: 2 turns, 1 barge-in each")
-    parser.add_argument("--echo", type=int, default=30, help="path-floor samples (echo agent)")
-    parser.add_argument("--seed", type=int, default=4, help="seed of the interruption points")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="write every sample here")
-    parser.add_argument(
-        "--log-dir", type=Path, default=HERE / ".build" / "turn_bench", help="server logs"
-    )
-    args = parser.parse_args()
-    if args.rounds < 2 or args.echo < 2:
-        parser.error("--rounds and --echo must be at least 2")
-    logging.basicConfig(level=logging.WARNING)
-    loopback_only()
-    args.log_dir.mkdir(parents=True, exist_ok=True)
-    locked = lock_held()
-    if not locked:
-        print(
-            f"warning: not run under `flock {LOCK_PATH}`: another benchmark may skew the numbers",
-            file=sys.stderr,
-        )
-    signal.signal(signal.SIGTERM, _interrupt)  # clean up the servers as on Ctrl-C
-    pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-    servers: dict[str, ServeProcess] = {}
-    try:
-        utterances = make_utterances()
-        for agent in ("parrot", "echo"):
-            servers[agent] = ServeProcess(
-                agent,
-                serve_argv("--agent", agent),
-                args.log_dir / f"{agent}.log",
-                cpu=1 if pin else None,
-            )
-        urls = {agent: server.wait_serving() for agent, server in servers.items()}
-        if pin:
-            os.sched_setaffinity(0, {0})
-        cpu = CpuWatch()
-        started = time.monotonic()
-        data = asyncio.run(measure(urls, utterances, args.rounds, args.echo, args.seed))
-        foreign = cpu.foreign_share()
-        elapsed = time.monotonic() - started
-        time.sleep(0.2)  # the last log lines
-        for server in servers.values():
-            server.check()
-    except BenchError as exc:
-        print(f"turn_bench: FAILED: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        for server in servers.values():
-            server.stop()
+Measured = tuple[list[Utterance], dict, float, float]  # utterances, data, foreign cores, seconds
 
+
+def run(args: argparse.Namespace, pin: bool, servers: dict[str, ServeProcess]) -> Measured:
+    """Start the servers (into ``servers``: main stops them) and measure."""
+    utterances = make_utterances()
+    for agent in ("parrot", "echo"):
+        servers[agent] = ServeProcess(
+            agent,
+            serve_argv("--agent", agent),
+            args.log_dir / f"{agent}.log",
+            cpu=1 if pin else None,
+        )
+    urls = {agent: server.wait_serving() for agent, server in servers.items()}
+    if pin:
+        os.sched_setaffinity(0, {0})
+    cpu = CpuWatch()
+    started = time.monotonic()
+    data = asyncio.run(measure(urls, utterances, args.rounds, args.echo, args.seed))
+    foreign = cpu.foreign_share()
+    elapsed = time.monotonic() - started
+    time.sleep(0.2)  # the last log lines
+    for server in servers.values():
+        server.check()
+    return utterances, data, foreign, elapsed
+
+
+def show(args: argparse.Namespace, pin: bool, locked: bool, measured: Measured) -> int:
+    """Print the report, write --json; 1 when a check failed."""
+    utterances, data, foreign, elapsed = measured
     print(
         f"voicewire turn benchmark: {os.cpu_count()} CPUs ({cpu_model()}), "
         f"kernel {platform.release()}, Python {platform.python_version()}"
@@ -996,12 +972,38 @@ def main() -> int:
             utterances=[u.describe() for u in utterances],
             samples=data,
         )
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
         print(f"samples in {args.json}")
     failed = any(result["failures"].values())
     if failed:
         print("turn_bench: FAILED: see the checks above", file=sys.stderr)
     return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=30, help="rounds: 2 turns, 1 barge-in each")
+    parser.add_argument("--echo", type=int, default=30, help="path-floor samples (echo agent)")
+    parser.add_argument("--seed", type=int, default=4, help="seed of the interruption points")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write every sample here")
+    parser.add_argument(
+        "--log-dir", type=Path, default=HERE / ".build" / "turn_bench", help="server logs"
+    )
+    args = parser.parse_args()
+    if args.rounds < 2 or args.echo < 2:
+        parser.error("--rounds and --echo must be at least 2")
+    logging.basicConfig(level=logging.WARNING)
+    loopback_only()
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    locked = check_lock()
+    pin = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    servers: dict[str, ServeProcess] = {}
+    return run_bench(
+        "turn_bench",
+        lambda: run(args, pin, servers),
+        lambda measured: show(args, pin, locked, measured),
+        cleanup=lambda: stop_all(servers.values()),
+    )
 
 
 if __name__ == "__main__":
