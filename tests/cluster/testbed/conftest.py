@@ -2,14 +2,13 @@
 
 Missing root or ``ip netns`` FAILS these tests instead of skipping them, so a CI machine that
 lost its privileges cannot report green while testing nothing; a developer who knowingly has
-no namespaces sets ``VOICEWIRE_SKIP_TESTBED=1``.
+no namespaces leaves them out with ``pytest --ignore=tests/cluster/testbed``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import time
 from collections.abc import Iterator
 
@@ -18,20 +17,17 @@ import pytest
 from tests.cluster.testbed import netns, topology
 from tests.cluster.testbed.bed import STATE_ROOT, Bed, Service
 
-SKIP_ENV = "VOICEWIRE_SKIP_TESTBED"
 LOCK_WAIT = 300.0  # seconds to wait for another session's bed (ours takes well under a minute)
 
 
 @pytest.fixture(scope="session")
 def bed() -> Iterator[Bed]:
     """The bed, up for the whole session; down (and checked empty) at the end, pass or fail."""
-    if os.environ.get(SKIP_ENV) == "1":
-        pytest.skip(f"{SKIP_ENV}=1: the network-namespace test bed is switched off")
     problems = netns.missing_prerequisites()
     if problems:
         pytest.fail(
-            f"the multi-host test bed cannot run here (set {SKIP_ENV}=1 to skip it on "
-            "purpose):\n  " + "\n  ".join(problems),
+            "the multi-host test bed cannot run here (leave it out on purpose with "
+            "--ignore=tests/cluster/testbed):\n  " + "\n  ".join(problems),
             pytrace=False,
         )
     with exclusive(topology.default_prefix()):
