@@ -65,7 +65,7 @@ from pathlib import Path
 
 from machine import LOCK_PATH, check_lock, cpu_busy
 from processes import BenchError, Children, children_of, cmdline, cpu_seconds
-from runner import run_bench, write_json
+from runner import run_bench, say, write_json
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / ".build"
@@ -258,10 +258,6 @@ class LoadClient:
 # --- one step -----------------------------------------------------------------------------------
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def measure_step(
     server: Server, client: LoadClient, sessions: int, plan: Plan, args: argparse.Namespace
 ) -> dict:
@@ -290,13 +286,13 @@ def measure_step(
         result["attempt"] = attempt
         windows.append(result)
         if result["disturbed"]:
-            _say(f"    disturbed by other processes ({_brief(result)}); waiting, then again")
+            say(f"    disturbed by other processes ({_brief(result)}); waiting, then again")
             _wait_until_quiet(server, client)
             continue
         if result["passed"] or confirmed:
             break
         confirmed = True
-        _say(f"    failed ({_brief(result)}); measuring again to confirm")
+        say(f"    failed ({_brief(result)}); measuring again to confirm")
     clean = [w for w in windows if not w["disturbed"]]
     passing = [w for w in clean if w["passed"]]
     result = passing[-1] if passing else (clean[-1] if clean else windows[-1])
@@ -361,7 +357,7 @@ def _wait_until_quiet(server: Server, client: LoadClient, limit: float = 60.0) -
         others = sum(busy1[c] - busy0[c] for c in cpus) - (ours1 - ours0)
         if others / (time.monotonic() - wall0) < 0.1:
             return
-    _say("    the machine stayed busy; measuring anyway")
+    say("    the machine stayed busy; measuring anyway")
 
 
 def _step_result(
@@ -463,10 +459,10 @@ def ramp(
         queue = list(first)
         while queue:
             sessions = queue.pop(0)
-            _say(f"  {kind}: {sessions} sessions ...")
+            say(f"  {kind}: {sessions} sessions ...")
             result = measure_step(server, client, sessions, plan, args)
             steps.append(result)
-            _say(f"    {'pass' if result['passed'] else 'FAIL'}: {_brief(result)}")
+            say(f"    {'pass' if result['passed'] else 'FAIL'}: {_brief(result)}")
             if len(steps) == 1 and result["connected"] < sessions:
                 raise BenchError(
                     f"{kind}: only {result['connected']} of {sessions} sessions connected: "
@@ -475,7 +471,7 @@ def ramp(
             if not result["passed"]:
                 break
             if result.get("load_saturated"):
-                _say("    the load CPU is saturated: the ramp stops here (the client is the limit)")
+                say("    the load CPU is saturated: the ramp stops here (the client is the limit)")
                 break
             if not queue and sessions + increment <= ceiling:
                 queue.append(sessions + increment)
@@ -491,10 +487,10 @@ def ramp(
             middle = (low + high) // 2
             client.request({"cmd": "resize", "total": middle}, 60)
             time.sleep(2 * plan.settle)  # let the server recover from the overload
-            _say(f"  {kind}: {middle} sessions (bisecting {low}..{high}) ...")
+            say(f"  {kind}: {middle} sessions (bisecting {low}..{high}) ...")
             result = measure_step(server, client, middle, plan, args)
             steps.append(result)
-            _say(f"    {'pass' if result['passed'] else 'FAIL'}: {_brief(result)}")
+            say(f"    {'pass' if result['passed'] else 'FAIL'}: {_brief(result)}")
     finally:
         client.close()
         server.check_alive()
@@ -616,16 +612,16 @@ def profile(children: Children, args: argparse.Namespace) -> dict:
     pin = ["taskset", "-c", str(args.load_cpu)]
     result: dict = {"sessions": args.profile}
     try:
-        _say(f"voicewire: {args.profile} sessions, an unprofiled window first ...")
+        say(f"voicewire: {args.profile} sessions, an unprofiled window first ...")
         result["unprofiled"] = measure_step(server, client, args.profile, plan, args)
-        _say(f"    {_brief(result['unprofiled'])}")
-        _say(f"py-spy record, {seconds} s ...")
+        say(f"    {_brief(result['unprofiled'])}")
+        say(f"py-spy record, {seconds} s ...")
         spy = [*pin, py_spy, "record", "--pid", str(server.pid), "--rate", "100"]
         _run_tool(children, [*spy, "--duration", str(seconds), "--format", "raw", "-o", str(raw)])
         _run_tool(children, [*spy, "--duration", str(min(seconds, 10)), "-o", str(svg)])
         result.update(raw=str(raw), svg=str(svg), **summarise_profile(raw))
         if shutil.which("perf"):
-            _say(f"perf record, {min(seconds, 10)} s ...")
+            say(f"perf record, {min(seconds, 10)} s ...")
             _run_tool(
                 children,
                 [*pin, "perf", "record", "-F", "499", "-p", str(server.pid), "-o", str(perf_data)]
@@ -927,19 +923,17 @@ def run(args: argparse.Namespace, children: Children) -> dict:
         "load_cpu": args.load_cpu,
         "lock_held": locked,
     }
-    _say("codec-only bound ...")
+    say("codec-only bound ...")
     codecs = [codec_bound(children, args.server_cpu, plan.codec_seconds)]
-    _say(f"    {codecs[0]['frame_us']:.1f} µs/frame → {codecs[0]['sessions_per_core']:.0f}/core")
+    say(f"    {codecs[0]['frame_us']:.1f} µs/frame → {codecs[0]['sessions_per_core']:.0f}/core")
     for kind in ("voicewire", "aiortc"):
-        _say(f"{kind} echo server, ramping ...")
+        say(f"{kind} echo server, ramping ...")
         steps, facts = ramp(children, kind, plan, args)
         results[kind] = {"steps": steps, **facts}
     if plan.codec_runs > 1:
-        _say("codec-only bound again ...")
+        say("codec-only bound again ...")
         codecs.append(codec_bound(children, args.server_cpu, plan.codec_seconds))
-        _say(
-            f"    {codecs[1]['frame_us']:.1f} µs/frame → {codecs[1]['sessions_per_core']:.0f}/core"
-        )
+        say(f"    {codecs[1]['frame_us']:.1f} µs/frame → {codecs[1]['sessions_per_core']:.0f}/core")
     results["codec"] = min(codecs, key=lambda c: c["frame_us"])
     results["codec_runs"] = codecs
     results["summary"] = summarise(results)

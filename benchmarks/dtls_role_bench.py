@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from machine import check_lock, percentile
-from runner import run_bench, write_json
+from runner import run_bench, say, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -96,10 +96,6 @@ CALL = """async ([count]) => {
   }
   return results;
 }"""
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- inside the client host: Chromium --------------------------------------------------------

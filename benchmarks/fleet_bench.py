@@ -43,7 +43,7 @@ from pathlib import Path
 import relay_bench as rb
 from machine import LOCK_PATH, check_lock
 from processes import BenchError, Children, children_of, command_of
-from runner import run_bench, write_json
+from runner import run_bench, say, write_json
 
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
 from voicewire.wire.routing_token import RoutingKeys
@@ -56,10 +56,6 @@ SHARED_CPUS = "0,1"
 OFFERED = (100_000, 200_000, 300_000)  # pps: under, near and over one worker's capacity
 OFFERED_QUICK = (200_000,)
 BED_PREFIX = "vwb-"  # its own namespaces: a test session's vw-* bed may run beside it
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- (a) relay workers ----------------------------------------------------------------------

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from machine import cpu_busy
 from processes import BenchError, Children, children_of, command_of, cpu_seconds
-from runner import run_bench, write_json
+from runner import run_bench, say, write_json
 
 from voicewire.relay.command import DEFAULT_SOCKET_BUFFER
 from voicewire.wire.routing_token import RoutingKeys
@@ -209,7 +209,7 @@ def trial(setup: Setup, target: Forwarder, rate: float, seconds: float, **option
         result["disturbed"] = result["foreign_cpu_share"] > FOREIGN_LIMIT
         if not result["disturbed"]:
             break
-        _say(
+        say(
             f"  ({target.name} at {rate:,.0f} pps: other processes used "
             f"{result['foreign_cpu_share']:.0%} of a core; "
             f"{'repeating' if attempt < ATTEMPTS else 'keeping it, flagged'})"
@@ -299,10 +299,6 @@ def passes(result: dict) -> bool:
     return result["lost"] == 0 and result["achieved_pps"] >= 0.98 * result["target_pps"]
 
 
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
 def _brief(result: dict) -> str:
     lat = result["latency"]
     return (
@@ -324,7 +320,7 @@ def loss_free_rate(setup: Setup, target: Forwarder, plan: Plan, ceiling: float) 
         result = trial(setup, target, rate, plan.trial_seconds, gso=True)
         trials.append(result)
         ok = passes(result)
-        _say(f"  {target.name:<24} {_brief(result)}  {'pass' if ok else 'FAIL'}")
+        say(f"  {target.name:<24} {_brief(result)}  {'pass' if ok else 'FAIL'}")
         return ok
 
     limit = round(ceiling * 0.9, -3)
@@ -373,7 +369,7 @@ def generator_ceiling(setup: Setup, sink: Forwarder, gso: bool) -> dict:
     """What the load side sustains on its core with no forwarder at all (and no loss)."""
     rate = 2_000_000 if gso else 1_000_000
     result = trial(setup, sink, rate, 1.5, gso=gso)
-    _say(f"  generator ceiling{' (GSO)' if gso else ''}: {_brief(result)}")
+    say(f"  generator ceiling{' (GSO)' if gso else ''}: {_brief(result)}")
     return result
 
 
@@ -437,9 +433,9 @@ def run(args: argparse.Namespace, children: Children) -> dict:
     build()
     facts = machine_facts()
     busy = busy_share()
-    _say(f"machine: {facts['nproc']} CPUs, {facts['cpu_model']}, busy before start {busy:.0%}")
+    say(f"machine: {facts['nproc']} CPUs, {facts['cpu_model']}, busy before start {busy:.0%}")
     if busy > 0.1:
-        _say("WARNING: the machine is not idle; other work will make these numbers noisy")
+        say("WARNING: the machine is not idle; other work will make these numbers noisy")
 
     secret = secrets.token_hex(32)
     secret_spec = f"1:{secret}"
@@ -451,7 +447,7 @@ def run(args: argparse.Namespace, children: Children) -> dict:
     sink = direct(sink_port)
     started = time.monotonic()
 
-    _say("load generator alone (no forwarder):")
+    say("load generator alone (no forwarder):")
     ceiling_gso = generator_ceiling(setup, sink, gso=True)
     ceiling_plain = generator_ceiling(setup, sink, gso=False)
 
@@ -460,23 +456,23 @@ def run(args: argparse.Namespace, children: Children) -> dict:
     for target in (cfwd, relay):  # flows work, the worker is up and its code is warm
         trial(setup, target, 10_000, 0.5, setup_timeout=10.0)
 
-    _say(f"latency at {args.latency_rate:,} pps ({plan.latency_rounds} interleaved rounds):")
+    say(f"latency at {args.latency_rate:,} pps ({plan.latency_rounds} interleaved rounds):")
     latency: dict[str, list[dict]] = {"direct": [], "c": [], "relay": []}
     for _ in range(plan.latency_rounds):
         for key, target in (("direct", sink), ("c", cfwd), ("relay", relay)):
             result = trial(setup, target, args.latency_rate, plan.latency_seconds, warmup=0.5)
             if result["lost"]:
-                _say(f"  note: {target.name} lost {result['lost']} at {args.latency_rate} pps")
+                say(f"  note: {target.name} lost {result['lost']} at {args.latency_rate} pps")
             latency[key].append(result)
-            _say(f"  {target.name:<24} {_brief(result)}")
+            say(f"  {target.name:<24} {_brief(result)}")
 
-    _say("loss-free search:")
+    say("loss-free search:")
     search_c = loss_free_rate(setup, cfwd, plan, ceiling_gso["achieved_pps"])
     search_relay = loss_free_rate(setup, relay, plan, ceiling_gso["achieved_pps"])
 
     # saturated throughput: offered far beyond capacity, what gets through is the service rate,
     # the per-datagram cost free of the rare stalls that decide a zero-loss figure
-    _say("saturation (offered: 0.9x the generator's ceiling):")
+    say("saturation (offered: 0.9x the generator's ceiling):")
     saturation_rate = round(0.9 * ceiling_gso["achieved_pps"], -3)
     saturation = {}
     for key, target in (("c", cfwd), ("relay", relay)):
@@ -488,9 +484,9 @@ def run(args: argparse.Namespace, children: Children) -> dict:
             warmup=plan.overload_warmup,
             gso=True,
         )
-        _say(f"  {target.name:<24} {_brief(saturation[key])}")
+        say(f"  {target.name:<24} {_brief(saturation[key])}")
 
-    _say(f"overload ({OVERLOAD_FACTOR}x the relay's loss-free rate) by socket buffer:")
+    say(f"overload ({OVERLOAD_FACTOR}x the relay's loss-free rate) by socket buffer:")
     overload_rate = round(OVERLOAD_FACTOR * search_relay["loss_free_pps"], -2)
     # plain sends (no GSO) make ordinary datagrams, whose kernel truesize sets how many fit in a
     # buffer; the generator alone must sustain the offered rate, else GSO is used (and said)
@@ -513,7 +509,7 @@ def run(args: argparse.Namespace, children: Children) -> dict:
             warmup=plan.overload_warmup,
             gso=overload_gso,
         )
-        _say(f"  {target.name:<24} {_brief(over)}")
+        say(f"  {target.name:<24} {_brief(over)}")
         overload.append(
             {
                 "socket_buffer": buffer,

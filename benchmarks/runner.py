@@ -55,3 +55,8 @@ def write_json(path: Path | None, document: object, **options) -> None:
     """Write ``document`` to ``path`` (the --json option; None: not asked for), indented."""
     if path is not None:
         path.write_text(json.dumps(document, indent=2, **options) + "\n")
+
+
+def say(text: str) -> None:
+    """Progress for the person watching, on stderr: stdout is the report."""
+    print(text, file=sys.stderr, flush=True)

@@ -57,17 +57,13 @@ from capacity_bench import (
 from load_client import LoadClient, _raise_fd_limit, speech_packets
 from machine import LOCK_PATH, check_lock, cpu_busy
 from processes import BenchError, Children, cpu_seconds
-from runner import run_bench, write_json
+from runner import run_bench, say, write_json
 
 FLAT_SHARE = 0.02  # fitted growth over minutes 2..end below 2 % of the warm RSS: flat
 WARM_MINUTES = 1.0  # RSS "at 1 min" and the start of the fit (from minute 2)
 FIT_FROM_MINUTES = 2.0
 SETTLE_AT_END = 5.0  # seconds after the last hang-up before /metrics is read
 MIB = 1024 * 1024
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- /proc --------------------------------------------------------------------------------------
@@ -157,7 +153,7 @@ async def soak(args: argparse.Namespace, server: Server) -> dict:
     try:
         began = time.monotonic()
         resize = await client.resize(args.sessions, timeout=90)
-        _say(f"connected {resize['sessions']} sessions in {resize['seconds']} s")
+        say(f"connected {resize['sessions']} sessions in {resize['seconds']} s")
         if resize["sessions"] < args.sessions:
             raise BenchError(f"only {resize['sessions']} of {args.sessions}: {resize['failures']}")
         began = time.monotonic()  # the soak's clock starts with every session live
@@ -200,7 +196,7 @@ async def soak(args: argparse.Namespace, server: Server) -> dict:
                 ),
             }
             samples.append(sample)
-            _say(
+            say(
                 f"{sample['t']:6.0f} s  RSS {sample['rss_tree'] / MIB:7.1f} MiB "
                 f"(serve {rss[0] / MIB:.1f}, anon {memory[pids[0]].get('Anonymous', 0) / MIB:.1f})"
                 f"  sessions {sample['sessions_client']}/{sample['sessions_server']:.0f}"
@@ -362,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             for pid in server.pids:  # -a: every thread of the process
                 subprocess.run(["taskset", "-apc", cpus, str(pid)], check=True, capture_output=True)
         affinity = {pid: sorted(os.sched_getaffinity(pid)) for pid in server.pids}
-        _say(f"voicewire serve at {server.url} (pids and CPUs {affinity})")
+        say(f"voicewire serve at {server.url} (pids and CPUs {affinity})")
         results = asyncio.run(soak(args, server))
         server.check_alive()
         results |= {

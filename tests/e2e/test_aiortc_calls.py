@@ -18,6 +18,7 @@ from tests.e2e.aiortc_client import (
     decode_opus,
     point_candidate_at,
 )
+from tests.e2e.transceiver_checks import closed_count, sessions_ended
 from tests.e2e.udp_nat import UdpNat
 from voicewire.agents.echo import EchoAgent
 from voicewire.serve import EmbeddedStack
@@ -152,14 +153,9 @@ async def test_wrong_dtls_fingerprint_fails_the_session_with_no_media(stack):
     client = CallClient()
     try:
         await client.call(stack.url, edit_offer=wrong_fingerprint)
-        deadline = time.monotonic() + 10
-        while stack.transceiver.session_count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await sessions_ended(stack, timeout=10)
         assert stack.transceiver.indexes_empty()
-        closed = stack.transceiver.metrics.registry.get_sample_value(
-            "voicewire_transceiver_sessions_closed_total", {"reason": "dtls_failed"}
-        )
-        assert closed == 1
+        assert closed_count(stack, "dtls_failed") == 1
         assert client.received == []
     finally:
         await client.close()
@@ -173,16 +169,10 @@ async def test_consent_expiry_closes_a_vanished_client(stack):
         await client.call(stack.url, edit_answer=point_candidate_at(nat.address))
         await client.wait_state("connected")
         nat.blackhole()  # the client disappears without a goodbye
-        started = time.monotonic()
-        while stack.transceiver.session_count and time.monotonic() - started < 6:
-            await asyncio.sleep(0.05)
-        waited = time.monotonic() - started
+        waited = await sessions_ended(stack, timeout=6)
         assert stack.transceiver.indexes_empty(), "the session outlived its consent"
         assert 1.0 < waited < 4.0, f"closed after {waited:.1f} s; the consent timeout is 2 s"
-        closed = stack.transceiver.metrics.registry.get_sample_value(
-            "voicewire_transceiver_sessions_closed_total", {"reason": "consent_lost"}
-        )
-        assert closed == 1
+        assert closed_count(stack, "consent_lost") == 1
     finally:
         await client.close()
         nat.close()

@@ -14,6 +14,7 @@ import pytest
 from tests.agents.test_realtime_bridge import free_port
 from tests.e2e.aiortc_client import decode_opus
 from tests.e2e.test_parrot_calls import envelope_correlation, talking_client
+from tests.e2e.transceiver_checks import closed_count, sessions_ended
 from tests.speech import speech_pcm
 from voicewire.agents.agent_server import PATH, AgentServer
 from voicewire.agents.parrot import ParrotAgent
@@ -116,13 +117,8 @@ async def test_a_backend_that_is_down_gets_the_client_an_error_and_ends_the_call
         try:
             error = (await log.wait_for("error"))["error"]
             assert (error["type"], error["code"]) == ("server_error", "backend_unavailable")
-            deadline = time.monotonic() + 5
-            while stack.transceiver.session_count and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await sessions_ended(stack, timeout=5)
             assert stack.transceiver.indexes_empty()
-            closed = stack.transceiver.metrics.registry.get_sample_value(
-                "voicewire_transceiver_sessions_closed_total", {"reason": "agent_ended"}
-            )
-            assert closed == 1
+            assert closed_count(stack, "agent_ended") == 1
         finally:
             await client.close()

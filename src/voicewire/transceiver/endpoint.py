@@ -62,6 +62,7 @@ log = logging.getLogger("voicewire.transceiver")
 AGENT_STOP_GRACE = 2.0  # seconds an agent gets to return after its call ended
 DTLS_ROLES = {"active": "client", "passive": "server"}
 """Our answer's ``a=setup`` → our DTLS role, for offers that let us choose (``actpass``)."""
+_SETUPS = {role: setup for setup, role in DTLS_ROLES.items()}
 
 
 class TransceiverEndpoint(asyncio.DatagramProtocol):
@@ -171,7 +172,7 @@ class TransceiverEndpoint(asyncio.DatagramProtocol):
             ice_ufrag=ufrag,
             ice_pwd=pwd,
             fingerprint=(hash_name, value),
-            dtls_setup="active" if role == "client" else "passive",
+            dtls_setup=_SETUPS[role],
             audio_ssrc=audio.ssrc,
             cname=audio.cname,
         )

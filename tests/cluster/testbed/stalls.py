@@ -9,7 +9,6 @@ is judged by the part of it during which the bed itself was running (:func:`unco
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Sequence
 
 STALL_S = 0.05  # later than this counts; normal scheduling noise is well under 10 ms
@@ -52,11 +51,6 @@ def merged(intervals: Iterable[Sequence[float]]) -> list[Interval]:
 
 
 def uncovered(start: float, end: float, stalls: Sequence[Interval]) -> float:
-    """Seconds of [start, end] outside every interval of ``stalls`` (disjoint, sorted)."""
-    covered = 0.0
-    first = bisect.bisect_left([b for _, b in stalls], start)
-    for a, b in stalls[first:]:
-        if a >= end:
-            break
-        covered += max(0.0, min(b, end) - max(a, start))
+    """Seconds of [start, end] outside every interval of ``stalls`` (disjoint)."""
+    covered = sum(max(0.0, min(b, end) - max(a, start)) for a, b in stalls)
     return max(0.0, (end - start) - covered)
